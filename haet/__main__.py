@@ -1,0 +1,3 @@
+from haet.cli import main
+
+raise SystemExit(main())

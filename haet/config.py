@@ -1,0 +1,50 @@
+"""Study configs: YAML files whose sections feed each stage (data + subsets so far)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from haet import HaetError
+from haet.data.subsets import SubsetSpec
+
+DATA_KEYS = {"dataset", "root", "options"}
+SUBSET_KEYS = {"train_per_class", "val_per_class", "val_split", "seed", "runs"}
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HaetError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise HaetError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(config, dict):
+        raise HaetError(f"{path}: a config is a YAML mapping of sections (data, subsets, ...)")
+    return config
+
+
+def _section(config: dict, name: str, allowed: set[str]) -> dict:
+    section = config.get(name) or {}
+    if not isinstance(section, dict):
+        raise HaetError(f"config section {name!r} must be a mapping")
+    unknown = sorted(set(section) - allowed)
+    if unknown:
+        raise HaetError(
+            f"config key {name}.{unknown[0]} is not known; {name} takes {', '.join(sorted(allowed))}"
+        )
+    return section
+
+
+def subset_spec(config: dict) -> SubsetSpec:
+    """The SubsetSpec described by a config's data and subsets sections."""
+    data = _section(config, "data", DATA_KEYS)
+    subsets = _section(config, "subsets", SUBSET_KEYS)
+    if "dataset" not in data:
+        raise HaetError("config key data.dataset is missing (digits, cifar10, imagefolder or mini-imagenet)")
+    fields = {key: value for key, value in subsets.items() if key != "runs"}
+    return SubsetSpec(
+        dataset=data["dataset"], root=data.get("root"), options=data.get("options") or {}, **fields
+    )

@@ -1,0 +1,119 @@
+"""Mini-ImageNet under the HAET 2021 evaluation protocol.
+
+The first num_classes classes in class-id order; within each class the first train_per_class images are the
+train split and the last test_per_class the test split; every image resized to size x size (bilinear).
+
+Two source formats:
+- the pickled cache mini-imagenet-cache-train.pkl: a dict with 'image_data' (uint8 N x 84 x 84 x 3) and
+  'class_dict' (class id -> list of row indices); root is the file or the folder holding it;
+- an ImageFolder of 84x84 images: root/<class id>/<image>, images taken in sorted file-name order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from haet.data.base import DataError, Split, load_pickle, resize_bilinear, text_key
+from haet.data.imagefolder import decode_all, list_classes, list_images
+
+CACHE_FILE = "mini-imagenet-cache-train.pkl"
+
+
+def _protocol_positions(
+    count: int, split: str, train_per_class: int, test_per_class: int, where: str
+) -> range:
+    if count < train_per_class + test_per_class:
+        raise DataError(
+            f"{where}: {count} images, fewer than the protocol's {train_per_class} train + "
+            f"{test_per_class} test, so the splits would overlap"
+        )
+    return range(train_per_class) if split == "train" else range(count - test_per_class, count)
+
+
+def _from_cache(
+    path: Path, split: str, num_classes: int, train_n: int, test_n: int, size: int | None
+) -> Split:
+    cache = load_pickle(path, "Mini-ImageNet cache")
+    image_data = text_key(cache, "image_data") if isinstance(cache, dict) else None
+    class_dict = text_key(cache, "class_dict") if isinstance(cache, dict) else None
+    if not isinstance(image_data, np.ndarray) or not isinstance(class_dict, dict):
+        raise DataError(
+            f"{path}: not a Mini-ImageNet cache (expected a dict with 'image_data' and 'class_dict')"
+        )
+    if image_data.dtype != np.uint8 or image_data.ndim != 4 or image_data.shape[-1] != 3:
+        raise DataError(
+            f"{path}: image_data is {image_data.dtype} {image_data.shape}, expected uint8 N x H x W x 3"
+        )
+    class_ids = sorted(key.decode() if isinstance(key, bytes) else key for key in class_dict)
+    if len(class_ids) < num_classes:
+        raise DataError(f"{path}: {len(class_ids)} classes, fewer than the {num_classes} asked for")
+    rows, labels = [], []
+    for label, class_id in enumerate(class_ids[:num_classes]):
+        members = list(text_key(class_dict, class_id))
+        positions = _protocol_positions(len(members), split, train_n, test_n, f"{path} class {class_id}")
+        rows.extend(int(members[p]) for p in positions)
+        labels.extend([label] * len(positions))
+    if max(rows) >= len(image_data):
+        raise DataError(f"{path}: class_dict points past the {len(image_data)} rows of image_data")
+    chosen = image_data[np.asarray(rows)]
+    images = chosen if size is None else np.stack([resize_bilinear(image, size) for image in chosen])
+    return Split(
+        dataset="mini-imagenet",
+        name=split,
+        labels=np.asarray(labels, dtype=np.int64),
+        class_names=tuple(class_ids[:num_classes]),
+        read=lambda indices: images[indices],
+    )
+
+
+def _from_folder(
+    root: Path, split: str, num_classes: int, train_n: int, test_n: int, size: int | None
+) -> Split:
+    class_ids = list_classes(root)
+    if len(class_ids) < num_classes:
+        raise DataError(f"{root}: {len(class_ids)} class folders, fewer than the {num_classes} asked for")
+    paths, labels = [], []
+    for label, class_id in enumerate(class_ids[:num_classes]):
+        files = list_images(root / class_id)
+        positions = _protocol_positions(len(files), split, train_n, test_n, str(root / class_id))
+        paths.extend(files[p] for p in positions)
+        labels.extend([label] * len(positions))
+    return Split(
+        dataset="mini-imagenet",
+        name=split,
+        labels=np.asarray(labels, dtype=np.int64),
+        class_names=tuple(class_ids[:num_classes]),
+        read=lambda indices: decode_all([paths[i] for i in indices], size),
+    )
+
+
+def load(
+    split: str,
+    root: str | None = None,
+    num_classes: int = 10,
+    train_per_class: int = 500,
+    test_per_class: int = 100,
+    size: int | None = 32,
+) -> Split:
+    if root is None:
+        raise DataError(f"dataset 'mini-imagenet' needs a root: {CACHE_FILE}, or a folder of class folders")
+    for name, value in (
+        ("num_classes", num_classes),
+        ("train_per_class", train_per_class),
+        ("test_per_class", test_per_class),
+    ):
+        if not isinstance(value, int) or value < 1:
+            raise DataError(f"mini-imagenet option {name} must be a positive integer, got {value!r}")
+    root_path = Path(root)
+    if root_path.is_dir() and (root_path / CACHE_FILE).is_file():
+        root_path = root_path / CACHE_FILE
+    if root_path.is_file():
+        return _from_cache(root_path, split, num_classes, train_per_class, test_per_class, size)
+    if root_path.is_dir() and list_classes(root_path):
+        return _from_folder(root_path, split, num_classes, train_per_class, test_per_class, size)
+    raise DataError(
+        f"{root_path}: no Mini-ImageNet data. Put {CACHE_FILE} there (dict with image_data and class_dict), "
+        "or point root at a folder of class-id folders (n01532829/, ...) holding the 84x84 images."
+    )

@@ -1,0 +1,85 @@
+"""Files the harness writes: canonical JSON, written atomically, carrying a hash of their own content.
+
+Every manifest, run record and table goes through here, so that nothing is ever half-written and an edited
+file is caught when it is read back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from haet import HaetError
+
+HASH_FIELD = "content_sha256"
+
+
+def canonical_json(obj: Any) -> str:
+    """The one byte-stable JSON form used for hashing and writing (sorted keys, fixed separators)."""
+    return json.dumps(obj, sort_keys=True, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write text to path via a temporary file in the same directory and a rename (all or nothing)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp_name, 0o644)  # mkstemp makes 0600; results are meant to be shared and audited
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def content_hash(obj: dict) -> str:
+    """sha256 of a record's canonical JSON without its own hash field."""
+    body = {key: value for key, value in obj.items() if key != HASH_FIELD}
+    return sha256_bytes(canonical_json(body).encode("utf-8"))
+
+
+def write_record(path: str | Path, obj: dict) -> dict:
+    """Write a JSON record atomically with its content hash added; returns the record as written."""
+    record = {key: value for key, value in obj.items() if key != HASH_FIELD}
+    record[HASH_FIELD] = content_hash(record)
+    write_atomic(path, canonical_json(record))
+    return record
+
+
+def read_record(path: str | Path) -> dict:
+    """Read a record written by write_record, refusing one whose content no longer matches its hash."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HaetError(f"{path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HaetError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(record, dict) or HASH_FIELD not in record:
+        raise HaetError(f"{path}: not a haet record (no {HASH_FIELD} field)")
+    if content_hash(record) != record[HASH_FIELD]:
+        raise HaetError(
+            f"{path}: content does not match its {HASH_FIELD}: the file was edited after it was written"
+        )
+    return record

@@ -1,0 +1,108 @@
+"""Fixtures that write tiny datasets in the exact on-disk formats the loaders read."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+CIFAR_FOLDER = REPO.parent / "shared" / "data" / "cifar10"
+
+needs_real_cifar = pytest.mark.skipif(
+    not (CIFAR_FOLDER / "train").is_dir(),
+    reason=f"real CIFAR-10 ImageFolder not found at {CIFAR_FOLDER} (only present on the project's machines)",
+)
+
+
+def random_images(rng: np.random.Generator, count: int, size: int) -> np.ndarray:
+    return rng.integers(0, 256, size=(count, size, size, 3), dtype=np.uint8)
+
+
+def write_cifar_batches(root: Path, per_batch: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The official python layout: dicts with bytes keys, data rows as R plane, G plane, B plane.
+
+    Returns the train images and labels as the loader should give them back.
+    """
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    train_images, train_labels = [], []
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        images = random_images(rng, per_batch, 32)
+        labels = [int(i % 10) for i in range(per_batch)]
+        data = images.transpose(0, 3, 1, 2).reshape(per_batch, 3072)
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": labels,
+            b"data": data,
+            b"filenames": [f"{name}_{i}.png".encode() for i in range(per_batch)],
+        }
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+        if name != "test_batch":
+            train_images.append(images)
+            train_labels.extend(labels)
+    meta = {
+        b"label_names": [
+            b"airplane",
+            b"automobile",
+            b"bird",
+            b"cat",
+            b"deer",
+            b"dog",
+            b"frog",
+            b"horse",
+            b"ship",
+            b"truck",
+        ],
+        b"num_cases_per_batch": per_batch,
+        b"num_vis": 3072,
+    }
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    return np.concatenate(train_images), np.asarray(train_labels)
+
+
+def write_imagefolder(
+    root: Path,
+    classes: dict[str, int],
+    size: int = 32,
+    split: str = "train",
+    suffix: str = ".png",
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """root/<split>/<class>/<nnnn><suffix>; returns each class's images in file order."""
+    rng = np.random.default_rng(seed)
+    written = {}
+    for name, count in classes.items():
+        folder = root / split / name
+        folder.mkdir(parents=True)
+        images = random_images(rng, count, size)
+        for i, image in enumerate(images):
+            Image.fromarray(image).save(folder / f"{i:04d}{suffix}")
+        written[name] = images
+    return written
+
+
+def write_mini_imagenet_cache(
+    path: Path, class_ids: list[str], per_class: int, seed: int = 0
+) -> tuple[np.ndarray, dict]:
+    """mini-imagenet-cache-train.pkl: {'image_data': uint8 N x 84 x 84 x 3, 'class_dict': {id: [rows]}}.
+
+    Rows of a class are interleaved with other classes' rows, so a loader must follow class_dict.
+    """
+    rng = np.random.default_rng(seed)
+    total = per_class * len(class_ids)
+    image_data = random_images(rng, total, 84)
+    order = rng.permutation(total)
+    class_dict = {cid: [int(r) for r in order[i :: len(class_ids)]] for i, cid in enumerate(class_ids)}
+    path.write_bytes(pickle.dumps({"image_data": image_data, "class_dict": class_dict}, protocol=4))
+    return image_data, class_dict
+
+
+@pytest.fixture
+def cifar_batches(tmp_path: Path):
+    images, labels = write_cifar_batches(tmp_path / "cifar")
+    return tmp_path / "cifar", images, labels
