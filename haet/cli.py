@@ -100,9 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"haet {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    data = commands.add_parser("data", help="datasets and subsets").add_subparsers(
-        dest="data_command", required=True
-    )
+    data = commands.add_parser("data", help="datasets and subsets").add_subparsers(dest="data_command", required=True)
 
     info = data.add_parser("info", help="class counts and image size of a dataset's splits")
     info.add_argument("dataset")
@@ -112,9 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     subset = data.add_parser("subset", help="draw a seeded stratified subset and write its manifest")
     subset.add_argument("--config", help="study config (YAML) with data and subsets sections")
-    subset.add_argument(
-        "--config-json", help="the same sections as one JSON object (how Snakemake rules pass them)"
-    )
+    subset.add_argument("--config-json", help="the same sections as one JSON object (how Snakemake rules pass them)")
     subset.add_argument("--dataset")
     subset.add_argument("--root")
     subset.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
@@ -122,9 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     subset.add_argument("--val-per-class", type=int)
     subset.add_argument("--val-split", choices=["train", "test"])
     subset.add_argument("--seed", type=int)
-    subset.add_argument(
-        "--run", type=int, default=0, help="run index k: the subset seed is derived from (seed, k)"
-    )
+    subset.add_argument("--run", type=int, default=0, help="run index k: the subset seed is derived from (seed, k)")
     subset.add_argument("--out", required=True, help="manifest path (JSON)")
     subset.set_defaults(handler=cmd_data_subset)
 

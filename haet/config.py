@@ -32,9 +32,7 @@ def _section(config: dict, name: str, allowed: set[str]) -> dict:
         raise HaetError(f"config section {name!r} must be a mapping")
     unknown = sorted(set(section) - allowed)
     if unknown:
-        raise HaetError(
-            f"config key {name}.{unknown[0]} is not known; {name} takes {', '.join(sorted(allowed))}"
-        )
+        raise HaetError(f"config key {name}.{unknown[0]} is not known; {name} takes {', '.join(sorted(allowed))}")
     return section
 
 
@@ -45,6 +43,4 @@ def subset_spec(config: dict) -> SubsetSpec:
     if "dataset" not in data:
         raise HaetError("config key data.dataset is missing (digits, cifar10, imagefolder or mini-imagenet)")
     fields = {key: value for key, value in subsets.items() if key != "runs"}
-    return SubsetSpec(
-        dataset=data["dataset"], root=data.get("root"), options=data.get("options") or {}, **fields
-    )
+    return SubsetSpec(dataset=data["dataset"], root=data.get("root"), options=data.get("options") or {}, **fields)

@@ -79,7 +79,5 @@ def read_record(path: str | Path) -> dict:
     if not isinstance(record, dict) or HASH_FIELD not in record:
         raise HaetError(f"{path}: not a haet record (no {HASH_FIELD} field)")
     if content_hash(record) != record[HASH_FIELD]:
-        raise HaetError(
-            f"{path}: content does not match its {HASH_FIELD}: the file was edited after it was written"
-        )
+        raise HaetError(f"{path}: content does not match its {HASH_FIELD}: the file was edited after it was written")
     return record

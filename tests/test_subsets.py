@@ -93,9 +93,7 @@ def test_too_few_images_is_a_clear_error_and_writes_nothing(tmp_path):
     out = tmp_path / "m.json"
     code = main(["data", "subset", "--dataset", "digits", "--train-per-class", "126", "--out", str(out)])
     assert code == 2 and not out.exists()
-    with pytest.raises(
-        DataError, match=r"class '8' has 124 images in split 'train' but the subset needs 126"
-    ):
+    with pytest.raises(DataError, match=r"class '8' has 124 images in split 'train' but the subset needs 126"):
         make_manifest(SubsetSpec("digits", train_per_class=126))
 
 

@@ -40,9 +40,7 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(data, np.ndarray) or labels is None:
         raise DataError(f"{path}: not a CIFAR-10 batch (expected a dict with 'data' and 'labels')")
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(labels) != data.shape[0]:
-        raise DataError(
-            f"{path}: malformed CIFAR-10 batch (data {data.dtype} {data.shape}, {len(labels)} labels)"
-        )
+        raise DataError(f"{path}: malformed CIFAR-10 batch (data {data.dtype} {data.shape}, {len(labels)} labels)")
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return np.ascontiguousarray(images), np.asarray(labels, dtype=np.int64)
 
@@ -66,6 +64,4 @@ def load(split: str, root: str | None = None, download: bool = False) -> Split:
     labels = np.concatenate([part[1] for part in parts])
     if labels.size and (labels.min() < 0 or labels.max() >= len(CLASS_NAMES)):
         raise DataError(f"{folder}: labels outside 0..9")
-    return Split(
-        dataset="cifar10", name=split, labels=labels, class_names=CLASS_NAMES, read=lambda idx: images[idx]
-    )
+    return Split(dataset="cifar10", name=split, labels=labels, class_names=CLASS_NAMES, read=lambda idx: images[idx])

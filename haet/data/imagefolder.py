@@ -18,9 +18,7 @@ SPLITS = ("train", "test")
 
 
 def list_classes(folder: Path) -> list[str]:
-    return sorted(
-        entry.name for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith(".")
-    )
+    return sorted(entry.name for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith("."))
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -21,9 +21,7 @@ from haet.data.imagefolder import decode_all, list_classes, list_images
 CACHE_FILE = "mini-imagenet-cache-train.pkl"
 
 
-def _protocol_positions(
-    count: int, split: str, train_per_class: int, test_per_class: int, where: str
-) -> range:
+def _protocol_positions(count: int, split: str, train_per_class: int, test_per_class: int, where: str) -> range:
     if count < train_per_class + test_per_class:
         raise DataError(
             f"{where}: {count} images, fewer than the protocol's {train_per_class} train + "
@@ -32,20 +30,14 @@ def _protocol_positions(
     return range(train_per_class) if split == "train" else range(count - test_per_class, count)
 
 
-def _from_cache(
-    path: Path, split: str, num_classes: int, train_n: int, test_n: int, size: int | None
-) -> Split:
+def _from_cache(path: Path, split: str, num_classes: int, train_n: int, test_n: int, size: int | None) -> Split:
     cache = load_pickle(path, "Mini-ImageNet cache")
     image_data = text_key(cache, "image_data") if isinstance(cache, dict) else None
     class_dict = text_key(cache, "class_dict") if isinstance(cache, dict) else None
     if not isinstance(image_data, np.ndarray) or not isinstance(class_dict, dict):
-        raise DataError(
-            f"{path}: not a Mini-ImageNet cache (expected a dict with 'image_data' and 'class_dict')"
-        )
+        raise DataError(f"{path}: not a Mini-ImageNet cache (expected a dict with 'image_data' and 'class_dict')")
     if image_data.dtype != np.uint8 or image_data.ndim != 4 or image_data.shape[-1] != 3:
-        raise DataError(
-            f"{path}: image_data is {image_data.dtype} {image_data.shape}, expected uint8 N x H x W x 3"
-        )
+        raise DataError(f"{path}: image_data is {image_data.dtype} {image_data.shape}, expected uint8 N x H x W x 3")
     class_ids = sorted(key.decode() if isinstance(key, bytes) else key for key in class_dict)
     if len(class_ids) < num_classes:
         raise DataError(f"{path}: {len(class_ids)} classes, fewer than the {num_classes} asked for")
@@ -68,9 +60,7 @@ def _from_cache(
     )
 
 
-def _from_folder(
-    root: Path, split: str, num_classes: int, train_n: int, test_n: int, size: int | None
-) -> Split:
+def _from_folder(root: Path, split: str, num_classes: int, train_n: int, test_n: int, size: int | None) -> Split:
     class_ids = list_classes(root)
     if len(class_ids) < num_classes:
         raise DataError(f"{root}: {len(class_ids)} class folders, fewer than the {num_classes} asked for")
