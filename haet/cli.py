@@ -95,6 +95,39 @@ def cmd_data_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from haet.models import input_size, list_models, model_info
+    from haet.models.cost import model_cost
+
+    second_column = "Table 1 name" if args.name is None else "variant"
+    header = f"{'model':<18} {second_column:<18} {'depth':>5} {'width':>5} {'input':>7} {'params':>12} {'MACs':>15}"
+    if args.name is None:
+        print(header)
+        for name in list_models():
+            cost = model_cost(name, num_classes=args.classes)
+            print(
+                f"{name:<18} {model_info(name).table1_name:<18} {1.0:>5} {1.0:>5} {'32x32':>7} "
+                f"{cost.params:>12,} {cost.macs:>15,}"
+            )
+        print("MACs: multiply-accumulates of one 32x32 image through conv and linear layers (see haet/models/cost.py)")
+        return 0
+    pixels = input_size(args.resolution)
+    base = model_cost(args.name, num_classes=args.classes)
+    cost = model_cost(args.name, args.depth, args.width, pixels, args.classes)
+    print(header)
+    for label, row, depth, width, px in (
+        ("baseline", base, 1.0, 1.0, 32),
+        ("scaled", cost, args.depth, args.width, pixels),
+    ):
+        print(f"{args.name:<18} {label:<18} {depth:>5} {width:>5} {f'{px}x{px}':>7} {row.params:>12,} {row.macs:>15,}")
+    print(
+        f"scaled vs baseline: {100 * (1 - cost.macs / base.macs):.1f}% fewer MACs, "
+        f"{100 * (1 - cost.params / base.params):.1f}% fewer parameters "
+        f"(thop-style count with BatchNorm: {cost.thop_macs:,} MACs)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="haet", description=__doc__)
     parser.add_argument("--version", action="version", version=f"haet {__version__}")
@@ -126,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("manifest")
     verify.add_argument("--root", help="dataset root, if the data moved since the manifest was made")
     verify.set_defaults(handler=cmd_data_verify)
+
+    models = commands.add_parser("models", help="the model zoo with parameters and MACs")
+    models.add_argument("name", nargs="?", help="one model, shown at the given multipliers beside its baseline")
+    models.add_argument("--depth", type=float, default=1.0, help="depth multiplier (blocks per stage)")
+    models.add_argument("--width", type=float, default=1.0, help="width multiplier (channels)")
+    models.add_argument("--resolution", type=float, default=1.0, help="resolution multiplier: int(32*r) pixels")
+    models.add_argument("--classes", type=int, default=10)
+    models.set_defaults(handler=cmd_models)
     return parser
 
 

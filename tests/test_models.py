@@ -1,0 +1,130 @@
+"""The model zoo: every Table 1 model builds, trains a step at any resolution, and is counted exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from haet.cli import main
+from haet.models import ModelError, build, input_size, list_models
+from haet.models.cost import count, model_cost
+
+TABLE1 = [
+    "RegNetX_200MF",
+    "ShuffleNetV2",
+    "EfficientNetB0",
+    "MobileNetV2",
+    "GoogLeNet",
+    "DenseNet121",
+    "ResNet18",
+    "SENet18",
+    "DPN92",
+    "PreActResNet18",
+    "ResNet110",
+    "ShuffleNetG2",
+    "ResNeXt29_2x64d",
+    "MobileNet",
+    "VGG19",
+    "ResNet50",
+    "SimpleDLA",
+]
+
+
+def test_registry_holds_table1_in_order():
+    assert list_models() == TABLE1
+
+
+@pytest.mark.parametrize("name", TABLE1)
+@pytest.mark.parametrize("input_px", [32, 37])
+def test_every_model_trains_a_step_at_any_resolution(name, input_px):
+    torch.manual_seed(0)
+    model = build(name, num_classes=7, width=0.25)
+    images = torch.randn(2, 3, input_px, input_px)
+    logits = model(images)
+    assert logits.shape == (2, 7)
+    nn.functional.cross_entropy(logits, torch.tensor([0, 6])).backward()
+    first_layer = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert first_layer.weight.grad is not None and first_layer.weight.grad.abs().sum() > 0
+
+
+def test_cifar_resnet18_reference_counts():
+    cost = model_cost("ResNet18")
+    assert cost.params == 11_173_962
+    assert cost.macs == 555_422_720  # conv + linear
+    assert cost.thop_macs == 556_651_520  # what thop reports: it also counts BatchNorm
+
+
+def test_paper_nas_resnet18_has_22_percent_fewer_macs_and_47_percent_fewer_parameters():
+    baseline = model_cost("ResNet18")
+    nas = model_cost("ResNet18", depth=1.0, width=0.73, input_px=input_size(1.18))
+    assert input_size(1.18) == 37
+    assert round(100 * (1 - nas.macs / baseline.macs)) == 22
+    assert round(100 * (1 - nas.params / baseline.params)) == 47
+
+
+@pytest.mark.parametrize("name", TABLE1)
+def test_hook_count_agrees_with_torch_flop_counter(name):
+    """No convolution or matrix product escapes the hooks (torch counts 2 FLOPs per MAC)."""
+    model = build(name, width=0.5)
+    model.eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.randn(1, 3, 32, 32))
+    assert model_cost(name, width=0.5).macs * 2 == counter.get_total_flops()
+
+
+@pytest.mark.parametrize("name", ["ResNet18", "SENet18", "PreActResNet18"])
+def test_paper_scaling_of_the_searched_resnets(name):
+    model = build(name, depth=1.0, width=0.67)
+    stage_widths = sorted(
+        {m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)}
+    )
+    assert stage_widths == [43, 86, 172, 343]  # round(64*0.67), round(128*0.67), ...
+    blocks = lambda m: len(m.layers)  # noqa: E731
+    assert blocks(build(name, depth=0.25)) == 4  # round(2*0.25) = 0, at least 1 a stage
+    assert blocks(build(name, depth=1.5)) == 12  # round(2*1.5) = 3 a stage
+    assert blocks(build(name, depth=2.2)) == 16  # round(4.4) = 4
+
+
+def test_senet18_uses_the_authors_initialisation():
+    model = build("SENet18")
+    bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
+    conv = model.conv1  # Kaiming normal, fan_out: std = sqrt(2 / (out_channels * 9))
+    assert abs(conv.weight.std().item() - (2 / (64 * 9)) ** 0.5) < 0.01
+
+
+def test_cost_counts_a_built_model_too():
+    assert count(build("ResNet18"), 32).macs == 555_422_720
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "ResNet19"}, r"unknown model 'ResNet19'; did you mean ResNet18"),
+        ({"name": "ResNet18", "width": 0}, r"width multiplier must be a positive number"),
+        ({"name": "ResNet18", "depth": -1.0}, r"depth multiplier must be a positive number"),
+        ({"name": "ResNet18", "width": float("nan")}, r"width multiplier must be a positive number"),
+        ({"name": "ResNet18", "width": 0.005}, r"width 0.005 leaves a layer of 64 channels with 0"),
+        ({"name": "GoogLeNet", "depth": 2.0}, r"GoogLeNet has no depth multiplier"),
+        ({"name": "ResNet18", "num_classes": 0}, r"num_classes must be a positive integer"),
+    ],
+)
+def test_impossible_requests_are_refused(kwargs, message):
+    with pytest.raises(ModelError, match=message):
+        build(**kwargs)
+
+
+def test_resolutions_below_8_pixels_are_refused():
+    with pytest.raises(ModelError, match=r"gives 6x6 inputs; the smallest allowed is 8x8"):
+        input_size(0.2)
+
+
+def test_models_cli_prints_the_zoo_and_one_scaled_model(capsys):
+    assert main(["models"]) == 0
+    table = capsys.readouterr().out
+    assert all(name in table for name in TABLE1) and "555,422,720" in table
+    assert main(["models", "ResNet18", "--width", "0.73", "--resolution", "1.18"]) == 0
+    assert "21.8% fewer MACs, 46.6% fewer parameters" in capsys.readouterr().out
+    assert main(["models", "SENet18", "--width", "0.001"]) == 2
