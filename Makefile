@@ -28,5 +28,9 @@ lint: $(STAMP)
 test: lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
+bench: $(STAMP)
+	$(BIN)/python -m pytest tests/test_benchmarks.py --benchmark-enable --benchmark-columns=mean,stddev,ops
+	$(BIN)/haet bench
+
 clean:
 	rm -rf results/*/ .snakemake

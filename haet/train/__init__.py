@@ -1,0 +1,17 @@
+"""Training: one model on one subset under one wall-clock budget -> one run record."""
+
+from haet.train.config import Budget, ModelSpec, Recipe, RecipeError, Runtime, TrainConfig
+from haet.train.loop import train
+from haet.train.record import read_run_record, write_run_record
+
+__all__ = [
+    "Budget",
+    "ModelSpec",
+    "Recipe",
+    "RecipeError",
+    "Runtime",
+    "TrainConfig",
+    "read_run_record",
+    "train",
+    "write_run_record",
+]

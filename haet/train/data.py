@@ -1,0 +1,183 @@
+"""Two ways to feed a training step, with the same augmentations.
+
+- loader: torchvision transforms on PIL images in DataLoader workers (the paper's pipeline; the only one that
+  runs AutoAugment, which picks a sub-policy per image);
+- resident: the uint8 dataset lives on the training device and random crop, flip and cutout run batched there
+  (recipes none, basic and cutout).
+
+Augmentations, in the paper's order: RandomCrop(side, padding 4) -> RandomHorizontalFlip -> AutoAugment
+(CIFAR-10 policy, fill 128) -> ToTensor -> Cutout (one 16x16 hole, centre uniform in the image, clipped at the
+border, before normalisation so cut pixels become -mean/std) -> Normalize.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from haet.train.config import NORMALIZATIONS
+
+CROP_PADDING = 4
+CUTOUT_SIZE = 16
+
+
+class Cutout:
+    """Zero one size x size square of a C x H x W tensor, centre uniform in the image, clipped at the border."""
+
+    def __init__(self, size: int = CUTOUT_SIZE):
+        self.size = size
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        y, x = int(torch.randint(height, ())), int(torch.randint(width, ()))
+        half = self.size // 2
+        image = image.clone()
+        image[..., max(0, y - half) : min(height, y + half), max(0, x - half) : min(width, x + half)] = 0
+        return image
+
+
+def train_transform(augment: str, normalize: str, side: int) -> transforms.Compose:
+    mean, std = NORMALIZATIONS[normalize]
+    steps: list = []
+    if augment in ("basic", "cutout", "paper"):
+        steps += [transforms.RandomCrop(side, padding=CROP_PADDING), transforms.RandomHorizontalFlip()]
+    if augment == "paper":
+        steps.append(transforms.AutoAugment(transforms.AutoAugmentPolicy.CIFAR10, fill=128))
+    steps.append(transforms.ToTensor())
+    if augment in ("cutout", "paper"):
+        steps.append(Cutout())
+    steps.append(transforms.Normalize(mean, std))
+    return transforms.Compose(steps)
+
+
+class AugmentedImages(Dataset):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: transforms.Compose):
+        self.images, self.labels, self.transform = images, torch.as_tensor(labels), transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(Image.fromarray(self.images[index])), self.labels[index]
+
+
+def drop_last(count: int, batch_size: int) -> bool:
+    # BatchNorm cannot train on a batch of one image; dropping that one image is the smallest loss.
+    return count % batch_size == 1
+
+
+class LoaderPipeline:
+    """Batches from torchvision transforms in DataLoader workers, reshuffled every epoch."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        augment: str,
+        normalize: str,
+        batch_size: int,
+        workers: int,
+        seed: int,
+        device: torch.device,
+    ):
+        self.generator = torch.Generator().manual_seed(seed)
+        dataset = AugmentedImages(images, labels, train_transform(augment, normalize, images.shape[1]))
+        self.loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=True,
+            num_workers=workers,
+            generator=self.generator,
+            drop_last=drop_last(len(labels), batch_size),
+            persistent_workers=workers > 0,
+            pin_memory=device.type == "cuda",
+        )
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for inputs, targets in self.loader:
+            yield inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+
+
+def to_device_images(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 N x H x W x 3 numpy -> uint8 N x 3 x H x W tensor on device."""
+    return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).contiguous()
+
+
+def normalized(batch_uint8_or_unit: torch.Tensor, normalize: str) -> torch.Tensor:
+    mean, std = NORMALIZATIONS[normalize]
+    batch = batch_uint8_or_unit
+    if batch.dtype == torch.uint8:
+        batch = batch.float() / 255
+    mean_t = torch.tensor(mean, device=batch.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=batch.device).view(1, 3, 1, 1)
+    return (batch - mean_t) / std_t
+
+
+def batch_crop_flip(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random crop with zero padding 4 and random horizontal flip, per image, as one gather."""
+    count, _, height, width = batch.shape
+    padded = torch.nn.functional.pad(batch, (CROP_PADDING,) * 4)
+    offset_y = torch.randint(0, 2 * CROP_PADDING + 1, (count, 1), device=batch.device, generator=generator)
+    offset_x = torch.randint(0, 2 * CROP_PADDING + 1, (count, 1), device=batch.device, generator=generator)
+    rows = offset_y + torch.arange(height, device=batch.device)
+    flip = torch.rand(count, 1, device=batch.device, generator=generator) < 0.5
+    columns = torch.arange(width, device=batch.device).expand(count, width)
+    columns = torch.where(flip, width - 1 - columns, columns) + offset_x
+    index = torch.arange(count, device=batch.device)[:, None, None, None]
+    channel = torch.arange(batch.shape[1], device=batch.device)[None, :, None, None]
+    return padded[index, channel, rows[:, None, :, None], columns[:, None, None, :]]
+
+
+def batch_cutout(batch: torch.Tensor, generator: torch.Generator, size: int = CUTOUT_SIZE) -> torch.Tensor:
+    count, _, height, width = batch.shape
+    centre_y = torch.randint(0, height, (count, 1, 1), device=batch.device, generator=generator)
+    centre_x = torch.randint(0, width, (count, 1, 1), device=batch.device, generator=generator)
+    ys = torch.arange(height, device=batch.device).view(1, height, 1)
+    xs = torch.arange(width, device=batch.device).view(1, 1, width)
+    half = size // 2
+    hole = (ys >= centre_y - half) & (ys < centre_y + half) & (xs >= centre_x - half) & (xs < centre_x + half)
+    return batch * (~hole).unsqueeze(1)
+
+
+class ResidentPipeline:
+    """The whole uint8 train set on the device; shuffling, crop, flip and cutout batched there."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        augment: str,
+        normalize: str,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+    ):
+        self.images, self.labels = to_device_images(images, device), torch.as_tensor(labels, device=device)
+        self.augment, self.normalize, self.batch_size = augment, normalize, batch_size
+        self.shuffle_generator = torch.Generator().manual_seed(seed)
+        self.augment_generator = torch.Generator(device=device).manual_seed(seed + 1)
+        self.drop_last = drop_last(len(labels), batch_size)
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.labels), self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(len(self.labels), generator=self.shuffle_generator).to(self.images.device)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            chosen = order[start : start + self.batch_size]
+            batch = self.images[chosen].float() / 255
+            if self.augment in ("basic", "cutout"):
+                batch = batch_crop_flip(batch, self.augment_generator)
+            if self.augment == "cutout":
+                batch = batch_cutout(batch, self.augment_generator)
+            yield normalized(batch, self.normalize), self.labels[chosen]

@@ -1,0 +1,97 @@
+"""Run records: the provenance every run carries, the schema it must meet, and reading and writing."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from datetime import UTC, datetime
+from importlib import metadata, resources
+from pathlib import Path
+
+import jsonschema
+import torch
+
+from haet import HaetError, __version__
+from haet.files import read_record, write_record
+
+CONTAINER_VARIABLES = ("HAET_CONTAINER_ID", "APPTAINER_CONTAINER", "SINGULARITY_CONTAINER")
+PACKAGES = ("torch", "torchvision", "numpy", "PyNomadBBO", "haet")
+
+
+def _version(package: str) -> str | None:
+    if package in ("torch", "torchvision"):  # __version__ carries the build variant, e.g. 2.14.1+cu130
+        return __import__(package).__version__
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git(*args: str) -> str | None:
+    source = Path(__file__).resolve().parents[2]
+    try:
+        result = subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance(device: str) -> dict:
+    """Where and with what a run ran: versions, commit, hardware, container."""
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain") if commit else None  # untracked source counts: HEAD lacks it
+    on_cuda = device.startswith("cuda")
+    container = next((os.environ[name] for name in CONTAINER_VARIABLES if os.environ.get(name)), None)
+    return {
+        "haet_version": __version__,
+        "packages": {package: _version(package) for package in PACKAGES},
+        "python": platform.python_version(),
+        "git_commit": commit,
+        "git_dirty": None if status is None else bool(status),
+        "device": device,
+        "device_name": torch.cuda.get_device_name(torch.device(device)) if on_cuda else _cpu_name(),
+        "cuda_version": torch.version.cuda if on_cuda else None,
+        "cudnn_version": torch.backends.cudnn.version() if on_cuda else None,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "hostname": platform.node(),
+        "container_id": container,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _schema() -> dict:
+    return json.loads(resources.files("haet.schemas").joinpath("run-record.schema.json").read_text())
+
+
+def validate_record(record: dict, where: str = "run record") -> None:
+    try:
+        jsonschema.validate(record, _schema())
+    except jsonschema.ValidationError as exc:
+        location = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
+        raise HaetError(f"{where}: not a valid run record at {location}: {exc.message}") from None
+
+
+def write_run_record(body: dict, path: str | Path) -> dict:
+    """Add provenance, validate against the schema, and write atomically with the content hash."""
+    record = body | {"provenance": provenance(body["runtime"]["device"])}
+    validate_record(record)
+    return write_record(path, record)
+
+
+def read_run_record(path: str | Path) -> dict:
+    record = read_record(path)
+    validate_record(record, str(path))
+    return record

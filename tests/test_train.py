@@ -1,0 +1,240 @@
+"""The budgeted trainer: learns, keeps its budget, is deterministic, and refuses bad recipes before training."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import CIFAR_FOLDER, needs_real_cifar
+
+from haet import HaetError
+from haet.cli import main
+from haet.data.subsets import SubsetSpec, load_subset, make_manifest, write_manifest
+from haet.train import Budget, ModelSpec, Recipe, RecipeError, Runtime, TrainConfig, read_run_record, train
+from haet.train.data import batch_crop_flip, batch_cutout, train_transform
+from haet.train.loop import learning_rate
+from haet.train.record import write_run_record
+
+SMALL = ModelSpec("ResNet18", width=0.25)
+FAST = Recipe(lr=0.05, batch_size=64, augment="basic", schedule="cosine_time", weight_decay=5e-4)
+TIMINGS = {"train_s", "eval_s", "setup_s", "images_per_s", "longest_step_s", "budget_elapsed_s", "finished_at"}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_subset(make_manifest(SubsetSpec("digits", train_per_class=40, val_per_class=20)))
+
+
+@pytest.fixture(scope="module")
+def digits_large():
+    return load_subset(make_manifest(SubsetSpec("digits", train_per_class=100, val_per_class=30)))
+
+
+def without_timings(value):
+    if isinstance(value, dict):
+        return {key: without_timings(item) for key, item in value.items() if key not in TIMINGS}
+    if isinstance(value, list):
+        return [without_timings(item) for item in value]
+    return value
+
+
+def test_digits_training_beats_chance_by_a_wide_margin(digits_large, tmp_path):
+    config = TrainConfig(SMALL, FAST, Budget(seconds=6), Runtime(pipeline="resident", workers=0))
+    record = write_run_record(train(config, digits_large), tmp_path / "run.json")
+    metrics = record["metrics"]
+    assert metrics["val_acc_final"] > 0.6  # chance is 0.1
+    assert metrics["val_acc_best_optimistic"] >= metrics["val_acc_final"]
+    assert record["budget"]["stopped_by"] == "budget" and record["status"] == "complete"
+    assert record["model"]["macs"] > 0 and record["provenance"]["packages"]["torch"] == torch.__version__
+    assert any("optimistic" in note for note in record["notes"])
+    assert read_run_record(tmp_path / "run.json") == record
+
+
+@needs_real_cifar
+def test_real_cifar10_thousand_images_well_above_chance():
+    subset = load_subset(
+        make_manifest(SubsetSpec("imagefolder", root=str(CIFAR_FOLDER), train_per_class=100, val_per_class=50))
+    )
+    config = TrainConfig(SMALL, FAST, Budget(seconds=20, eval_every_epochs=4), Runtime(pipeline="resident"))
+    record = train(config, subset)
+    assert record["metrics"]["val_acc_final"] > 0.25  # chance is 0.1; 0.40 measured on a 2-core CPU
+
+
+@pytest.mark.parametrize("pipeline", ["loader", "resident"])
+def test_no_run_exceeds_its_budget_by_more_than_one_step(digits, pipeline):
+    budget_s = 2.0
+    config = TrainConfig(SMALL, FAST, Budget(seconds=budget_s), Runtime(pipeline=pipeline, workers=1))
+    metrics = train(config, digits)["metrics"]
+    assert metrics["train_s"] <= budget_s + metrics["longest_step_s"] + 0.05
+    assert metrics["train_s"] >= budget_s  # and it used the budget it had
+
+
+def test_competition_mode_checks_once_per_epoch_and_counts_evaluation(digits):
+    config = TrainConfig(SMALL, FAST, Budget(seconds=2.0, mode="competition"), Runtime(pipeline="resident"))
+    record = train(config, digits)
+    assert record["budget"]["mode"] == "competition" and record["budget"]["stopped_by"] == "budget"
+    assert record["budget"]["budget_elapsed_s"] >= 2.0
+    epochs = [point["epoch"] for point in record["metrics"]["curve"]]
+    assert epochs == list(range(1, record["metrics"]["epochs"] + 1))  # whole epochs only, each evaluated
+
+
+@pytest.mark.parametrize(("pipeline", "augment"), [("loader", "paper"), ("resident", "cutout")])
+def test_same_seed_and_epoch_budget_give_identical_records(digits, pipeline, augment):
+    config = TrainConfig(
+        SMALL,
+        Recipe(batch_size=64, augment=augment, lr=0.05),
+        Budget(seconds=None, max_epochs=2),
+        Runtime(pipeline=pipeline, workers=1),
+    )
+    first, second = train(config, digits), train(config, digits)
+    assert without_timings(first) == without_timings(second)
+    other_seed = train(
+        TrainConfig(config.model, config.recipe, config.budget, Runtime(pipeline=pipeline, seed=7)), digits
+    )
+    assert other_seed["metrics"]["train_loss_final"] != first["metrics"]["train_loss_final"]
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: Recipe(optimizer="lion"), r"unknown optimizer 'lion'"),
+        (lambda: Budget(seconds=-1), r"budget seconds must be a positive number"),
+        (lambda: Budget(seconds=None), r"needs seconds, max_epochs, or both"),
+        (lambda: ModelSpec(resolution=0.2), r"gives 6x6 inputs; the smallest allowed is 8x8"),
+        (lambda: Recipe(augment="autoaugment"), r"unknown augment recipe"),
+        (lambda: TrainConfig.from_dict({"recipe": {"learning_rate": 0.1}}), r"recipe.learning_rate is not known"),
+    ],
+)
+def test_bad_recipes_are_refused_before_training(build, message):
+    with pytest.raises(HaetError, match=message):
+        build()
+
+
+def test_batch_larger_than_the_subset_is_refused(digits):
+    config = TrainConfig(SMALL, Recipe(batch_size=401), Budget(seconds=1))
+    with pytest.raises(RecipeError, match=r"batch_size 401 is larger than the 400 training images"):
+        train(config, digits)
+
+
+def test_paper_recipe_cannot_run_on_the_resident_pipeline(digits):
+    config = TrainConfig(SMALL, Recipe(augment="paper", batch_size=64), Budget(seconds=1), Runtime(pipeline="resident"))
+    with pytest.raises(RecipeError, match=r"AutoAugment picks a sub-policy per image"):
+        train(config, digits)
+
+
+def test_interrupt_stops_cleanly_with_a_record_marked_interrupted(digits):
+    def interrupt(point):
+        raise KeyboardInterrupt
+
+    config = TrainConfig(SMALL, FAST, Budget(seconds=30), Runtime(pipeline="resident"))
+    record = train(config, digits, on_epoch=interrupt)
+    assert record["status"] == "interrupted" and record["budget"]["stopped_by"] == "interrupt"
+    assert record["metrics"]["epochs"] == 1 and 0 <= record["metrics"]["val_acc_final"] <= 1
+
+
+def test_cli_trains_from_a_config_and_a_crash_leaves_no_record(tmp_path, monkeypatch, capsys):
+    manifest = tmp_path / "subset.json"
+    write_manifest(make_manifest(SubsetSpec("digits", train_per_class=20, val_per_class=10)), manifest)
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        "model: {name: ResNet18, width: 0.25, resolution: 1.18}\n"
+        "recipe: {batch_size: 32, augment: none}\nbudget: {seconds: null, max_epochs: 1}\n"
+    )
+    out = tmp_path / "run.json"
+    assert (
+        main(
+            [
+                "train",
+                "--manifest",
+                str(manifest),
+                "--config",
+                str(config),
+                "--out",
+                str(out),
+                "--quiet",
+                "--optimizer",
+                "adam",
+                "--lr",
+                "0.001",
+            ]
+        )
+        == 0
+    )
+    record = read_run_record(out)
+    assert record["model"]["input_px"] == 37 and record["config"]["recipe"]["optimizer"] == "adam"
+    assert "val_acc_final" in capsys.readouterr().out
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access")
+
+    monkeypatch.setattr("haet.train.train", crash)
+    crashed = tmp_path / "crashed.json"
+    with pytest.raises(RuntimeError):
+        main(["train", "--manifest", str(manifest), "--config", str(config), "--out", str(crashed)])
+    assert not crashed.exists()
+    assert main(["train", "--manifest", str(manifest), "--out", str(crashed), "--budget-s", "-1"]) == 2
+    assert not crashed.exists()
+
+
+def test_edited_run_record_is_refused(digits, tmp_path):
+    config = TrainConfig(SMALL, FAST, Budget(seconds=None, max_epochs=1), Runtime(pipeline="resident"))
+    path = tmp_path / "run.json"
+    write_run_record(train(config, digits), path)
+    record = json.loads(path.read_text())
+    record["metrics"]["val_acc_final"] = 0.99
+    path.write_text(json.dumps(record))
+    with pytest.raises(HaetError, match=r"edited after it was written"):
+        read_run_record(path)
+
+
+@pytest.mark.parametrize("optimizer", ["adadelta", "adagrad", "sgd", "adam", "adamw", "adamax", "asgd"])
+def test_each_optimizer_of_the_paper_trains(digits, optimizer):
+    recipe = Recipe(optimizer=optimizer, lr=0.01, batch_size=100, augment="none", label_smoothing=0.1)
+    record = train(
+        TrainConfig(
+            ModelSpec("ResNet18", width=0.125), recipe, Budget(seconds=None, max_epochs=1), Runtime(pipeline="resident")
+        ),
+        digits,
+    )
+    assert math.isfinite(record["metrics"]["train_loss_final"]) and record["metrics"]["steps"] == 4
+
+
+def test_cosine_over_epochs_matches_torch_cosine_annealing():
+    config = TrainConfig(recipe=Recipe(lr=0.042, t_max_epochs=6, eta_min=1e-8))
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.042)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=6, eta_min=1e-8)
+    for epoch in range(6):
+        assert learning_rate(config, epoch, 0.5, 0.0) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-9)
+        optimizer.step()
+        scheduler.step()
+    warm = TrainConfig(recipe=Recipe(lr=0.1, schedule="constant", warmup_epochs=2))
+    assert learning_rate(warm, 0, 0.5, 0.0) == pytest.approx(0.025)
+    timed = TrainConfig(recipe=Recipe(lr=0.1, schedule="cosine_time", eta_min=0.0))
+    assert learning_rate(timed, 3, 0.0, 0.5) == pytest.approx(0.05)
+
+
+def test_batched_crop_and_flip_are_crops_of_the_zero_padded_image():
+    generator = torch.Generator().manual_seed(0)
+    batch = torch.rand(16, 3, 8, 8)
+    out = batch_crop_flip(batch, generator)
+    padded = torch.nn.functional.pad(batch, (4, 4, 4, 4))
+    for image, source in zip(out, padded, strict=True):
+        candidates = [source[:, y : y + 8, x : x + 8] for y in range(9) for x in range(9)]
+        candidates += [crop.flip(-1) for crop in candidates]
+        assert any(torch.equal(image, crop) for crop in candidates)
+
+
+def test_batched_cutout_zeroes_one_clipped_16x16_square():
+    generator = torch.Generator().manual_seed(1)
+    out = batch_cutout(torch.ones(64, 3, 32, 32), generator)
+    holes = (out[:, 0] == 0).sum(dim=(1, 2))
+    assert holes.max() == 256 and holes.min() >= 64  # whole square inside, or clipped to a corner
+    assert torch.equal(out[:, 0] == 0, out[:, 2] == 0)  # same square in every channel
+
+
+def test_paper_transform_order():
+    names = [type(step).__name__ for step in train_transform("paper", "paper", 32).transforms]
+    assert names == ["RandomCrop", "RandomHorizontalFlip", "AutoAugment", "ToTensor", "Cutout", "Normalize"]
+    assert train_transform("paper", "paper", 32).transforms[-1].std == (0.2023, 0.1994, 0.2010)
