@@ -150,7 +150,7 @@ TRAIN_FLAGS = {  # flag -> (config section, key, type)
 }
 
 
-def train_config(args: argparse.Namespace):
+def train_config(args: argparse.Namespace, skip: tuple[str, ...] = ()):
     """A TrainConfig from --config (YAML sections model/recipe/budget/runtime) and the flags that override it."""
     from haet.config import load_config
     from haet.train import TrainConfig
@@ -158,7 +158,7 @@ def train_config(args: argparse.Namespace):
     config = load_config(args.config) if args.config else {}
     sections = {name: dict(config.get(name) or {}) for name in ("model", "recipe", "budget", "runtime")}
     for flag, (section, key, _) in TRAIN_FLAGS.items():
-        if getattr(args, flag) is not None:
+        if flag not in skip and getattr(args, flag) is not None:
             sections[section][key] = getattr(args, flag)
     return TrainConfig.from_dict(config | sections)
 
@@ -223,6 +223,116 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+SEARCH_KEYS = {
+    "max_evaluations",
+    "seed",
+    "block_size",
+    "direction_type",
+    "nomad_timeout_s",
+    "constraint",
+    "baseline_acc",
+    "variables",
+    "eval_timeout_s",
+}
+
+
+def baseline_from_records(paths: list[str], model_name: str) -> float:
+    """Mean val_acc_final of the unscaled model's screening records (each verified against its hash)."""
+    from haet.train import read_run_record
+
+    accuracies = []
+    for path in paths:
+        record = read_run_record(path)
+        model = record["model"]
+        if model["name"] != model_name or (model["depth"], model["width"], model["resolution"]) != (1.0, 1.0, 1.0):
+            raise HaetError(
+                f"{path}: a baseline record must be of the unscaled {model_name}, not "
+                f"{model['name']} at depth {model['depth']}, width {model['width']}, "
+                f"resolution {model['resolution']}"
+            )
+        accuracies.append(record["metrics"]["val_acc_final"])
+    return sum(accuracies) / len(accuracies)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from haet.config import load_config
+    from haet.files import sha256_file, write_atomic
+    from haet.search import HpoProblem, NasProblem, SearchSettings, run_search
+
+    config = load_config(args.config) if args.config else {}
+    search = dict(config.get("search") or {})
+    unknown = sorted(set(search) - SEARCH_KEYS)
+    if unknown:
+        raise HaetError(f"config key search.{unknown[0]} is not known; search takes {', '.join(sorted(SEARCH_KEYS))}")
+    for flag in ("max_evaluations", "seed", "block_size", "baseline_acc"):
+        if getattr(args, flag, None) is not None:
+            search[flag] = getattr(args, flag)
+    base = train_config(args, skip=("seed",))  # --seed is NOMAD's here; trainings keep their subsets' seeds
+    settings = SearchSettings(
+        **{
+            key: search[key]
+            for key in ("max_evaluations", "seed", "block_size", "direction_type", "nomad_timeout_s")
+            if key in search
+        }
+    )
+    common = {
+        "variables": search.get("variables"),
+        "slots": settings.block_size,
+        "eval_timeout_s": search.get("eval_timeout_s"),
+    }
+    if args.kind == "nas":
+        if args.baseline_records:
+            search["baseline_acc"] = baseline_from_records(args.baseline_records, base.model.name)
+        if search.get("baseline_acc") is None:
+            raise HaetError(
+                "NAS needs the baseline accuracy: --baseline-acc, search.baseline_acc, or "
+                "--baseline-records (screening records of the unscaled model)"
+            )
+        problem = NasProblem(
+            base, args.manifest, args.out_dir, search["baseline_acc"], search.get("constraint", "EB"), **common
+        )
+    else:
+        problem = HpoProblem(base, args.manifest, args.out_dir, **common)
+    result = run_search(problem, settings, args.out_dir)
+    best = result.best
+    provenance = {
+        "search_kind": args.kind,
+        "summary_sha256": sha256_file(result.summary_path),
+        "evaluations": len(result.evaluations),
+    }
+    if best is not None:
+        chosen = problem.best_config(best)
+        provenance |= {
+            "best_index": best["index"],
+            "best_point": best["point"],
+            "accuracy": best["accuracy"],
+            "accuracies": best["accuracies"],
+            "macs": best.get("macs"),
+        }
+    elif args.kind == "nas":
+        chosen = base  # no smaller model met the baseline: keep the unscaled one, and say so
+        provenance["fallback"] = "no feasible point: the unscaled baseline model is kept"
+    else:
+        raise HaetError(f"no HPO evaluation trained successfully; see {Path(args.out_dir) / 'history.csv'}")
+    if args.kind == "nas":
+        provenance["baseline_acc"] = search["baseline_acc"]
+    best_path = Path(args.out_dir) / "best.yaml"
+    write_atomic(best_path, yaml.safe_dump(chosen.to_dict() | {"provenance": provenance}, sort_keys=False))
+    counts = {
+        state: sum(entry["status"] == state for entry in result.evaluations)
+        for state in ("trained", "answered", "failed")
+    }
+    print(
+        f"{args.kind} {result.status}: {len(result.evaluations)} evaluations ({counts['trained']} trained, "
+        f"{counts['answered']} answered without training, {counts['failed']} failed; "
+        f"{result.replayed} replayed from the log)"
+    )
+    print(f"best: {provenance.get('fallback') or provenance['best_point']} -> {best_path}")
+    return 130 if result.status == "interrupted" else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="haet", description=__doc__)
     parser.add_argument("--version", action="version", version=f"haet {__version__}")
@@ -283,6 +393,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="auto")
     bench.add_argument("--workers", type=int, default=2)
     bench.set_defaults(handler=cmd_bench)
+
+    search = commands.add_parser("search", help="NOMAD search: nas (min MACs s.t. accuracy) or hpo (max accuracy)")
+    search.add_argument("kind", choices=["nas", "hpo"])
+    search.add_argument("--manifest", action="append", required=True, help="a subset manifest; repeat for k subsets")
+    search.add_argument("--out-dir", required=True, help="log, history.csv, summary.json, best.yaml, runs/")
+    search.add_argument("--config", help="YAML: a search section plus the base training's model/recipe/budget/runtime")
+    search.add_argument("--baseline-acc", type=float, help="nas: accuracy the scaled model must reach")
+    search.add_argument("--baseline-records", nargs="+", help="nas: screening records of the unscaled model")
+    search.add_argument("--max-evaluations", type=int)
+    search.add_argument("--block-size", type=int, help="points evaluated at once, each training in its own process")
+    search.add_argument("--quiet", action="store_true")
+    for flag, (section, key, kind) in TRAIN_FLAGS.items():
+        if flag != "seed":
+            search.add_argument(f"--{flag.replace('_', '-')}", type=kind, help=f"base training {section}.{key}")
+    search.add_argument("--seed", type=int, help="NOMAD's seed")
+    search.set_defaults(handler=cmd_search)
     return parser
 
 

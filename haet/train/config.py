@@ -156,9 +156,8 @@ class TrainConfig:
                 sections[section.name] = section_type(**values)
             except TypeError as exc:
                 raise RecipeError(f"config section {section.name}: {exc}") from None
-        unknown_sections = sorted(
-            set(config) - {f.name for f in dataclasses.fields(cls)} - {"data", "subsets", "study"}
-        )
+        other_sections = {"data", "subsets", "study", "search", "provenance"}  # read by other stages
+        unknown_sections = sorted(set(config) - {f.name for f in dataclasses.fields(cls)} - other_sections)
         if unknown_sections:
             raise RecipeError(f"config section {unknown_sections[0]!r} is not known")
         return cls(**sections)

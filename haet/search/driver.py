@@ -1,0 +1,255 @@
+"""One search: NOMAD proposes, the problem evaluates, an append-only log remembers.
+
+The log (evaluations.jsonl) is the harness's own record of every finished evaluation. Re-running the same search
+(same problem, settings and seed) replays it: NOMAD asks for the same points in the same order, the harness
+answers the logged ones from memory, and evaluation resumes where it stopped, retraining nothing that finished.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+from haet.files import canonical_json, sha256_bytes, sha256_file, write_atomic, write_record
+from haet.search.nomad_process import run_nomad
+from haet.search.space import SearchError, Variable, nomad_parameters
+
+STARTUP_ALLOWANCE_S = 60.0
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    max_evaluations: int = 100
+    seed: int = 0
+    block_size: int = 1  # NOMAD points evaluated at once (N trainings in N processes)
+    direction_type: str = "ORTHO 2N"  # NOMAD 4.6.0 segfaults with its default ORTHO N+1 QUAD on tied polls
+    nomad_timeout_s: float = 300.0  # longest NOMAD may think between evaluations before it counts as hung
+
+
+class Problem(Protocol):
+    kind: str
+    variables: list[Variable]
+    output_types: list[str]
+
+    def fingerprint(self) -> dict: ...
+
+    def evaluate(self, points: list[list[float]], first_index: int, history: list[dict]) -> list[dict]: ...
+
+    def columns(self) -> list[str]: ...
+
+    def best(self, history: list[dict]) -> dict | None: ...
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    status: str  # finished | interrupted
+    evaluations: list[dict]
+    best: dict | None
+    replayed: int
+    summary_path: Path
+
+
+def point_key(point: list[float]) -> str:
+    return json.dumps([float(value) for value in point])  # repr-exact: JSON round-trips Python floats
+
+
+def read_log(path: Path, header: dict) -> list[dict]:
+    """The logged evaluations of this search; refuses a log that belongs to another search."""
+    if not path.exists():
+        write_atomic(path, json.dumps(header, sort_keys=True) + "\n")
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        logged_header = json.loads(lines[0]) if lines else None
+    except json.JSONDecodeError:
+        logged_header = None
+    if logged_header != header:
+        raise SearchError(
+            f"{path} belongs to a different search (problem, settings or NOMAD parameters differ); "
+            "resume with the same config, or give a new output folder"
+        )
+    entries = []
+    for number, line in enumerate(lines[1:], start=2):
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number != len(lines):
+                raise SearchError(f"{path}: line {number} is not JSON; the log is damaged") from None
+            # a torn last line is what a kill during the append leaves: that evaluation is done again
+    if entries and [entry["index"] for entry in entries] != list(range(len(entries))):
+        raise SearchError(f"{path}: evaluation indices are not consecutive; the log is damaged")
+    return entries
+
+
+def append_log(path: Path, entry: dict) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def json_safe(value):
+    """NOMAD reports inf where nothing is feasible; strict JSON has no inf, so such numbers become strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def format_outputs(outputs: list[float]) -> str:
+    return " ".join(repr(float(value)) for value in outputs)
+
+
+def run_search(problem: Problem, settings: SearchSettings, out_dir: str | Path) -> SearchResult:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parameters = nomad_parameters(
+        problem.variables,
+        problem.output_types,
+        settings.max_evaluations,
+        settings.seed,
+        settings.block_size,
+        settings.direction_type,
+    )
+    header = {
+        "type": "header",
+        "problem": problem.fingerprint(),
+        "settings": asdict(settings),
+        "nomad_parameters": parameters,
+    }
+    log_path = out_dir / "evaluations.jsonl"
+    history = read_log(log_path, header)
+    memo = {point_key(entry["point"]): entry for entry in history}
+
+    context = multiprocessing.get_context("spawn")
+    parent_end, child_end = context.Pipe()
+    variables = problem.variables
+    nomad = context.Process(
+        target=run_nomad,
+        args=(
+            child_end,
+            [v.x0 for v in variables],
+            [v.lower for v in variables],
+            [v.upper for v in variables],
+            parameters,
+            settings.seed,
+            str(out_dir / "nomad.log"),
+            settings.block_size > 1,
+        ),
+        daemon=True,
+    )
+    stop = {"requested": False}
+
+    def request_stop(signum, frame) -> None:
+        stop["requested"] = True  # finish the evaluation under way, log it, then stop
+
+    previous_handler = signal.signal(signal.SIGINT, request_stop)
+    nomad.start()
+    child_end.close()
+    status, nomad_result, replayed = "finished", None, 0
+    wait_s = max(settings.nomad_timeout_s, STARTUP_ALLOWANCE_S)  # the first answer includes starting the process
+    try:
+        while True:
+            if not parent_end.poll(wait_s) and nomad.is_alive():  # a dead child reads as EOF below
+                raise SearchError(
+                    f"NOMAD gave no answer for {settings.nomad_timeout_s:g} s and was stopped as hung after "
+                    f"{len(history)} logged evaluations; rerun the same search to resume from the log"
+                )
+            try:
+                message = parent_end.recv()
+            except (EOFError, OSError):
+                nomad.join(5)
+                raise SearchError(
+                    f"NOMAD's process died (exit code {nomad.exitcode}) after {len(history)} logged evaluations; "
+                    "the log is intact: rerun the same search to resume from it"
+                ) from None
+            wait_s = settings.nomad_timeout_s
+            if message[0] == "finished":
+                nomad_result = message[1]
+                break
+            if message[0] == "failed":
+                raise SearchError(f"NOMAD stopped with an error: {message[1]}")
+            points = message[1]
+            fresh = [point for point in points if point_key(point) not in memo]
+            replayed += len(points) - len(fresh)
+            if fresh and stop["requested"]:
+                status = "interrupted"
+                break
+            unique_fresh = list({point_key(point): point for point in fresh}.values())
+            if unique_fresh:
+                block_start = time.perf_counter()
+                results = problem.evaluate(unique_fresh, len(history), history)
+                block_s = time.perf_counter() - block_start  # points of a block run concurrently
+                for result, point in zip(results, unique_fresh, strict=True):
+                    entry = {"index": len(history), "point": [float(v) for v in point], "seconds": block_s} | result
+                    append_log(log_path, entry)
+                    history.append(entry)
+                    memo[point_key(point)] = entry
+            answers = [memo[point_key(point)] for point in points]
+            parent_end.send(
+                [(entry["ok"], format_outputs(entry["outputs"]) if entry["ok"] else "") for entry in answers]
+            )
+            if stop["requested"]:
+                status = "interrupted"
+                break
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+        if nomad.is_alive():
+            nomad.kill()
+        nomad.join(5)
+        parent_end.close()
+    best = problem.best(history)
+    summary = {
+        "schema": "haet/search-summary/v1",
+        "kind": problem.kind,
+        "status": status,
+        "evaluations": len(history),
+        "replayed_from_log": replayed,
+        "counts": {
+            state: sum(entry["status"] == state for entry in history) for state in ("trained", "answered", "failed")
+        },
+        "best": best,
+        "nomad_result": json_safe(nomad_result),
+        "log_sha256": sha256_file(log_path),
+        "header_sha256": sha256_bytes(canonical_json(header).encode()),
+    }
+    write_history_csv(problem, history, out_dir / "history.csv")
+    summary_path = out_dir / "summary.json"
+    write_record(summary_path, summary)
+    return SearchResult(status, history, best, replayed, summary_path)
+
+
+def write_history_csv(problem: Problem, history: list[dict], path: Path) -> None:
+    names = [variable.name for variable in problem.variables]
+    extra = problem.columns()
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["index", *names, *extra, "status", "reason", "seconds"])
+    for entry in history:
+        values = [entry.get(column) for column in extra]
+        values = [
+            "" if value is None or (isinstance(value, float) and math.isnan(value)) else value for value in values
+        ]
+        writer.writerow(
+            [
+                entry["index"],
+                *entry["point"],
+                *values,
+                entry["status"],
+                entry.get("reason", ""),
+                round(entry.get("seconds", 0.0), 3),
+            ]
+        )
+    write_atomic(path, buffer.getvalue())

@@ -1,0 +1,325 @@
+"""The paper's two formulations as problems the search driver can evaluate.
+
+NAS (Formulation 1): minimise MACs g(phi) over phi = (depth, width, resolution) subject to validation accuracy
+f(phi) >= the baseline accuracy; NOMAD sees [MACs, baseline - accuracy] with the constraint as EB or PB.
+HPO (Formulation 2): maximise validation accuracy over batch size, weight decay, log10 learning rate and
+optimiser, encoded as NOMAD integers and a real as the authors' code did; NOMAD minimises -accuracy.
+
+Every trained point runs `haet train` once per subset manifest, in its own process and session (a crash or a
+Ctrl-C there cannot take the search down), and the point's accuracy is the mean over those subsets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from haet import HaetError
+from haet.files import sha256_file
+from haet.models import ModelError, input_size
+from haet.models.cost import model_cost
+from haet.search.space import SearchError, Variable
+from haet.train import ModelSpec, TrainConfig, read_run_record
+
+# Paper's NAS bounds (the authors' ResNet-18 code) with resolution from 0.25: their 0.03 gives 0-pixel inputs.
+NAS_VARIABLES = [
+    Variable("depth", "R", 0.25, 2.5, 1.0, 0.005),
+    Variable("width", "R", 0.015, 2.5, 1.0, 0.005),
+    Variable("resolution", "R", 0.25, 2.5, 1.0, 0.005),
+]
+BATCH_SIZES = {1: 128, 2: 256, 3: 512}
+WEIGHT_DECAYS = {1: 0.0, 2: 5e-5, 3: 5e-4, 4: 5e-3, 5: 5e-2, 6: 0.5}
+# optimiser index -> (name, learning-rate multiplier): the paper scaled 10**x3 by each optimiser's usual range
+OPTIMIZERS = {
+    1: ("adadelta", 10.0),
+    2: ("adagrad", 0.1),
+    3: ("sgd", 1.0),
+    4: ("adam", 0.01),
+    5: ("adamw", 0.01),
+    6: ("adamax", 0.02),
+    7: ("asgd", 0.1),
+}
+HPO_VARIABLES = [
+    Variable("batch_size_index", "I", 1, 3, 2),
+    Variable("weight_decay_index", "I", 1, 6, 3),
+    Variable("log10_lr", "R", -3.0, -0.22, -1.0),
+    Variable("optimizer_index", "I", 1, 7, 3),
+]
+NOT_TRAINED_CONSTRAINT = 1.0  # what an answered-without-training NAS point reports: a full accuracy shortfall
+
+
+def with_overrides(defaults: list[Variable], overrides: dict | None) -> list[Variable]:
+    """The default variables with {name: {lower, upper, x0, granularity}} changes applied."""
+    overrides = overrides or {}
+    unknown = sorted(set(overrides) - {variable.name for variable in defaults})
+    if unknown:
+        raise SearchError(f"unknown search variable {unknown[0]!r}; variables: {', '.join(v.name for v in defaults)}")
+    fields = {"lower", "upper", "x0", "granularity"}
+    variables = []
+    for variable in defaults:
+        change = overrides.get(variable.name) or {}
+        if set(change) - fields:
+            raise SearchError(
+                f"variable {variable.name} takes {', '.join(sorted(fields))}, not {sorted(set(change) - fields)}"
+            )
+        variables.append(dataclasses.replace(variable, **change))
+    for variable in variables:
+        variable.check()
+    return variables
+
+
+def training_command(manifest: Path, config: Path, out: Path) -> list[str]:
+    """The command one training of a search runs: the same `haet train` a user would type."""
+    return [
+        sys.executable,
+        "-m",
+        "haet",
+        "train",
+        "--quiet",
+        "--manifest",
+        str(manifest),
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+    ]
+
+
+class TrainingProblem:
+    """What NAS and HPO share: train a config on every subset, in parallel processes, and read the records."""
+
+    kind = "training"
+
+    def __init__(
+        self, base: TrainConfig, manifests: list[str | Path], out_dir: str | Path, eval_timeout_s: float | None
+    ):
+        if not manifests:
+            raise SearchError("a search needs at least one subset manifest (k subsets give each point k trainings)")
+        self.base = base
+        self.manifests = [Path(m) for m in manifests]
+        self.manifest_hashes = [sha256_file(m) for m in self.manifests]
+        self.runs_dir = Path(out_dir) / "runs"
+        budget = base.budget.seconds or 600.0
+        self.eval_timeout_s = eval_timeout_s or 3 * budget + 300
+
+    def fingerprint(self) -> dict:
+        return {"kind": self.kind, "base": self.base.to_dict(), "manifests": self.manifest_hashes}
+
+    def train_all(self, configs: list[TrainConfig], first_index: int, slots: int) -> list[list[tuple] | str]:
+        """Train each config on every manifest, at most `slots` processes at once: (path, record) pairs or an error."""
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        jobs = []
+        for offset, config in enumerate(configs):
+            stem = self.runs_dir / f"eval-{first_index + offset:04d}"
+            (stem.with_suffix(".yaml")).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+            for subset, manifest in enumerate(self.manifests):
+                out = Path(f"{stem}-subset-{subset}.json")
+                out.unlink(missing_ok=True)  # not in the log, so any file here is from an attempt that died
+                command = training_command(manifest, stem.with_suffix(".yaml"), out)
+                jobs.append((offset, out, command, Path(f"{stem}-subset-{subset}.log")))
+        outcomes: dict[int, list] = {offset: [] for offset in range(len(configs))}
+        running: list[tuple] = []
+        pending = list(jobs)
+        while pending or running:
+            while pending and len(running) < slots:
+                offset, out, command, log = pending.pop(0)
+                with open(log, "w") as log_handle:
+                    process = subprocess.Popen(
+                        command, stdout=log_handle, stderr=subprocess.STDOUT, start_new_session=True
+                    )
+                running.append((process, time.monotonic(), offset, out, log))
+            time.sleep(0.05)
+            for item in list(running):
+                process, started, offset, out, log = item
+                if process.poll() is None and time.monotonic() - started < self.eval_timeout_s:
+                    continue
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+                    outcomes[offset].append(f"training timed out after {self.eval_timeout_s:g} s ({log})")
+                elif process.returncode != 0 or not out.exists():
+                    outcomes[offset].append(f"training failed with exit code {process.returncode} ({log})")
+                else:
+                    try:
+                        outcomes[offset].append((str(out), read_run_record(out)))
+                    except HaetError as exc:
+                        outcomes[offset].append(f"unreadable run record: {exc}")
+                running.remove(item)
+        results: list[list[dict] | str] = []
+        for offset in range(len(configs)):
+            errors = [item for item in outcomes[offset] if isinstance(item, str)]
+            results.append(errors[0] if errors else outcomes[offset])
+        return results
+
+    @staticmethod
+    def trained_fields(records: list[tuple[str, dict]]) -> dict:
+        accuracies = [record["metrics"]["val_acc_final"] for _, record in records]
+        return {
+            "accuracy": statistics.fmean(accuracies),
+            "accuracies": accuracies,
+            "records": [{"path": path, "content_sha256": record["content_sha256"]} for path, record in records],
+        }
+
+
+class NasProblem(TrainingProblem):
+    kind = "nas"
+
+    def __init__(
+        self,
+        base: TrainConfig,
+        manifests: list[str | Path],
+        out_dir: str | Path,
+        baseline_acc: float,
+        constraint: str = "EB",
+        variables: dict | None = None,
+        slots: int = 1,
+        eval_timeout_s: float | None = None,
+    ):
+        super().__init__(base, manifests, out_dir, eval_timeout_s)
+        if constraint not in ("EB", "PB"):
+            raise SearchError(
+                f"the accuracy constraint is EB (extreme barrier) or PB (progressive), not {constraint!r}"
+            )
+        if not 0 < baseline_acc <= 1:
+            raise SearchError(f"baseline accuracy must be in (0, 1], got {baseline_acc!r}")
+        self.baseline_acc, self.constraint, self.slots = baseline_acc, constraint, slots
+        self.variables = with_overrides(NAS_VARIABLES, variables)
+        self.output_types = ["OBJ", constraint]
+
+    def fingerprint(self) -> dict:
+        return super().fingerprint() | {
+            "baseline_acc": self.baseline_acc,
+            "constraint": self.constraint,
+            "variables": [dataclasses.asdict(v) for v in self.variables],
+        }
+
+    def columns(self) -> list[str]:
+        return ["input_px", "macs", "params", "accuracy", "feasible"]
+
+    def config_at(self, point: list[float]) -> TrainConfig:
+        depth, width, resolution = point
+        model = ModelSpec(self.base.model.name, depth=depth, width=width, resolution=resolution)
+        return dataclasses.replace(self.base, model=model)
+
+    def evaluate(self, points: list[list[float]], first_index: int, history: list[dict]) -> list[dict]:
+        feasible = [entry["macs"] for entry in history if entry["status"] == "trained" and entry["feasible"]]
+        best_feasible = min(feasible) if feasible else None
+        results: list[dict | None] = [None] * len(points)
+        to_train: list[tuple[int, TrainConfig, dict]] = []
+        for position, point in enumerate(points):
+            depth, width, resolution = point
+            try:
+                pixels = input_size(resolution)
+                cost = model_cost(self.base.model.name, depth, width, pixels)
+                config = self.config_at(point)
+            except (ModelError, HaetError) as exc:
+                results[position] = {
+                    "ok": False,
+                    "outputs": None,
+                    "status": "failed",
+                    "reason": f"not buildable: {exc}",
+                }
+                continue
+            fields = {"input_px": pixels, "macs": cost.macs, "params": cost.params}
+            if best_feasible is not None and cost.macs >= best_feasible:
+                results[position] = fields | {
+                    "ok": True,
+                    "outputs": [cost.macs, NOT_TRAINED_CONSTRAINT],
+                    "status": "answered",
+                    "accuracy": None,
+                    "feasible": None,
+                    "reason": f"MACs {cost.macs:,} >= best feasible {best_feasible:,}: cannot improve the objective, "
+                    f"answered without training as infeasible",
+                }
+            else:
+                to_train.append((position, config, fields))
+        trained = self.train_all([config for _, config, _ in to_train], first_index, self.slots)
+        for (position, _, fields), outcome in zip(to_train, trained, strict=True):
+            if isinstance(outcome, str):
+                results[position] = fields | {"ok": False, "outputs": None, "status": "failed", "reason": outcome}
+                continue
+            measured = self.trained_fields(outcome)
+            shortfall = self.baseline_acc - measured["accuracy"]
+            results[position] = (
+                fields
+                | measured
+                | {"ok": True, "outputs": [fields["macs"], shortfall], "status": "trained", "feasible": shortfall <= 0}
+            )
+        return results
+
+    def best(self, history: list[dict]) -> dict | None:
+        feasible = [entry for entry in history if entry["status"] == "trained" and entry["feasible"]]
+        return min(feasible, key=lambda entry: (entry["macs"], -entry["accuracy"])) if feasible else None
+
+    def best_config(self, entry: dict) -> TrainConfig:
+        return self.config_at(entry["point"])
+
+
+class HpoProblem(TrainingProblem):
+    kind = "hpo"
+    output_types = ["OBJ"]
+
+    def __init__(
+        self,
+        base: TrainConfig,
+        manifests: list[str | Path],
+        out_dir: str | Path,
+        variables: dict | None = None,
+        slots: int = 1,
+        eval_timeout_s: float | None = None,
+    ):
+        super().__init__(base, manifests, out_dir, eval_timeout_s)
+        self.variables = with_overrides(HPO_VARIABLES, variables)
+        self.slots = slots
+
+    def fingerprint(self) -> dict:
+        return super().fingerprint() | {"variables": [dataclasses.asdict(v) for v in self.variables]}
+
+    def columns(self) -> list[str]:
+        return ["optimizer", "lr", "weight_decay", "batch_size", "accuracy"]
+
+    @staticmethod
+    def decode(point: list[float]) -> dict:
+        batch_index, decay_index, log10_lr, optimizer_index = point
+        name, multiplier = OPTIMIZERS[int(optimizer_index)]
+        return {
+            "optimizer": name,
+            "lr": 10**log10_lr * multiplier,
+            "weight_decay": WEIGHT_DECAYS[int(decay_index)],
+            "batch_size": BATCH_SIZES[int(batch_index)],
+        }
+
+    def config_at(self, point: list[float]) -> TrainConfig:
+        return dataclasses.replace(self.base, recipe=dataclasses.replace(self.base.recipe, **self.decode(point)))
+
+    def evaluate(self, points: list[list[float]], first_index: int, history: list[dict]) -> list[dict]:
+        results: list[dict | None] = [None] * len(points)
+        to_train = []
+        for position, point in enumerate(points):
+            try:
+                to_train.append((position, self.config_at(point), self.decode(point)))
+            except HaetError as exc:
+                results[position] = {"ok": False, "outputs": None, "status": "failed", "reason": str(exc)}
+        trained = self.train_all([config for _, config, _ in to_train], first_index, self.slots)
+        for (position, _, decoded), outcome in zip(to_train, trained, strict=True):
+            if isinstance(outcome, str):
+                results[position] = decoded | {"ok": False, "outputs": None, "status": "failed", "reason": outcome}
+                continue
+            measured = self.trained_fields(outcome)
+            results[position] = (
+                decoded | measured | {"ok": True, "outputs": [-measured["accuracy"]], "status": "trained"}
+            )
+        return results
+
+    def best(self, history: list[dict]) -> dict | None:
+        trained = [entry for entry in history if entry["status"] == "trained"]
+        return max(trained, key=lambda entry: entry["accuracy"]) if trained else None
+
+    def best_config(self, entry: dict) -> TrainConfig:
+        return self.config_at(entry["point"])

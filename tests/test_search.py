@@ -1,0 +1,227 @@
+"""NOMAD through the harness: finds known optima, survives crashes and hangs, resumes on the same path."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from analytic_search import ConstrainedQuadratic
+from conftest import REPO
+
+from haet.cli import main
+from haet.data.subsets import SubsetSpec, make_manifest, write_manifest
+from haet.files import read_record
+from haet.search import HpoProblem, NasProblem, SearchError, SearchSettings, Variable, run_search
+from haet.search.nomad_process import FAULT_VARIABLE
+from haet.train import TrainConfig, read_run_record
+
+SCRIPT = str(REPO / "tests" / "analytic_search.py")
+
+
+def logged_points(out_dir: Path) -> list[list[float]]:
+    lines = (out_dir / "evaluations.jsonl").read_text().splitlines()[1:]
+    return [json.loads(line)["point"] for line in lines]
+
+
+@pytest.mark.parametrize("constraint", ["EB", "PB"])
+def test_nomad_finds_the_constrained_optimum_over_a_real_and_an_integer(tmp_path, constraint):
+    problem = ConstrainedQuadratic(constraint=constraint)
+    result = run_search(problem, SearchSettings(max_evaluations=80, seed=3), tmp_path)
+    assert result.status == "finished"
+    assert result.best["point"] == pytest.approx([1.6, 2.0])
+    summary = read_record(tmp_path / "summary.json")
+    assert summary["best"]["point"] == result.best["point"] and summary["evaluations"] == len(result.evaluations)
+    assert (tmp_path / "history.csv").read_text().startswith("index,x,n,objective,feasible,status")
+
+
+def test_blocks_are_evaluated_together_and_still_find_the_optimum(tmp_path):
+    problem = ConstrainedQuadratic()
+    result = run_search(problem, SearchSettings(max_evaluations=80, seed=3, block_size=4), tmp_path)
+    assert max(problem.blocks) == 4
+    assert result.best["point"] == pytest.approx([1.6, 2.0])
+
+
+def test_rerunning_a_finished_search_replays_it_and_evaluates_nothing(tmp_path):
+    first = run_search(ConstrainedQuadratic(), SearchSettings(max_evaluations=30, seed=3), tmp_path)
+    problem = ConstrainedQuadratic()
+    again = run_search(problem, SearchSettings(max_evaluations=30, seed=3), tmp_path)
+    assert problem.blocks == [] and again.replayed == len(first.evaluations)
+    assert again.evaluations == first.evaluations
+
+
+def test_a_killed_search_resumes_on_the_same_path_without_redoing_work(tmp_path):
+    reference = tmp_path / "reference"
+    subprocess.run([sys.executable, SCRIPT, str(reference), "40"], check=True, capture_output=True)
+    crashed = tmp_path / "crashed"
+    harness = subprocess.Popen([sys.executable, SCRIPT, str(crashed), "40", "0.05"])
+    log = crashed / "evaluations.jsonl"
+    deadline = time.monotonic() + 60
+    while not (log.exists() and len(log.read_text().splitlines()) > 12) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    harness.kill()  # SIGKILL: no clean-up of any kind
+    harness.wait()
+    done_before = len(logged_points(crashed))
+    assert 12 <= done_before < len(logged_points(reference))
+    subprocess.run([sys.executable, SCRIPT, str(crashed), "40"], check=True, capture_output=True)
+    assert logged_points(crashed) == logged_points(reference)  # same path, same seed
+    calls = [tuple(json.loads(line)) for line in (tmp_path / "crashed-calls.jsonl").read_text().splitlines()]
+    assert len(calls) - len(set(calls)) <= 1  # nothing logged was evaluated again (one may have been in flight)
+
+
+def test_ctrl_c_stops_after_the_current_evaluation_with_a_consistent_log(tmp_path):
+    out = tmp_path / "search"
+    harness = subprocess.Popen([sys.executable, SCRIPT, str(out), "40", "0.2"])
+    log = out / "evaluations.jsonl"
+    deadline = time.monotonic() + 60
+    while not (log.exists() and len(log.read_text().splitlines()) > 3) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    harness.send_signal(signal.SIGINT)
+    assert harness.wait(timeout=30) == 130
+    entries = [json.loads(line) for line in log.read_text().splitlines()[1:]]
+    assert [entry["index"] for entry in entries] == list(range(len(entries)))
+    assert read_record(out / "summary.json")["status"] == "interrupted"
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("segv@5", r"process died \(exit code -11\) after 5 logged"),
+        ("hang@3", r"no answer for 2 s and was stopped as hung after 3"),
+    ],
+)
+def test_nomad_crash_or_hang_cannot_take_the_harness_down(tmp_path, monkeypatch, fault, message):
+    monkeypatch.setenv(FAULT_VARIABLE, fault)
+    settings = SearchSettings(max_evaluations=30, seed=3, nomad_timeout_s=2)
+    with pytest.raises(SearchError, match=message):
+        run_search(ConstrainedQuadratic(), settings, tmp_path)
+    monkeypatch.delenv(FAULT_VARIABLE)
+    logged = len(logged_points(tmp_path))
+    problem = ConstrainedQuadratic()
+    resumed = run_search(problem, settings, tmp_path)
+    assert resumed.replayed >= logged and resumed.status == "finished"
+
+
+@pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        (Variable("x", "R", 0.015, 2.0, 1.0, 0.01), r"lower 0.015 is not a multiple of its granularity 0.01"),
+        (Variable("x", "R", 0.0, 2.0, 3.0), r"x0 3.0 lies outside \[0.0, 2.0\]"),
+        (Variable("x", "I", 0, 2.5, 1), r"integer variable's upper 2.5 is not whole"),
+        (Variable("x", "R", 2.0, 1.0, 1.5), r"lower bound 2.0 must be below upper 1.0"),
+        (Variable("x", "Z", 0, 1, 0), r"type must be R \(real\) or I \(integer\)"),
+    ],
+)
+def test_bad_parameters_are_refused_in_python_before_nomad_sees_them(tmp_path, variable, message):
+    problem = ConstrainedQuadratic()
+    problem.variables = [variable, problem.variables[1]]
+    with pytest.raises(SearchError, match=message):
+        run_search(problem, SearchSettings(max_evaluations=5), tmp_path)
+
+
+def test_a_log_from_another_search_is_refused(tmp_path):
+    run_search(ConstrainedQuadratic(), SearchSettings(max_evaluations=5, seed=3), tmp_path)
+    with pytest.raises(SearchError, match=r"belongs to a different search"):
+        run_search(ConstrainedQuadratic(), SearchSettings(max_evaluations=5, seed=4), tmp_path)
+
+
+@pytest.fixture(scope="module")
+def digits_manifest(tmp_path_factory):
+    path = tmp_path_factory.mktemp("subsets") / "run0.json"
+    write_manifest(make_manifest(SubsetSpec("digits", train_per_class=60, val_per_class=20)), path)
+    return path
+
+
+def test_a_training_process_that_kills_itself_is_a_failed_evaluation(tmp_path, digits_manifest, monkeypatch):
+    suicide = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"]
+    monkeypatch.setattr("haet.search.problems.training_command", lambda manifest, config, out: suicide)
+    base = TrainConfig.from_dict({"model": {"name": "ResNet18", "width": 0.25}, "budget": {"seconds": 1}})
+    problem = NasProblem(base, [digits_manifest], tmp_path, baseline_acc=0.5)
+    result = run_search(problem, SearchSettings(max_evaluations=3, seed=0), tmp_path)
+    assert [entry["status"] for entry in result.evaluations] == ["failed"] * len(result.evaluations)
+    assert "exit code -11" in result.evaluations[0]["reason"] and result.best is None
+
+
+def test_hpo_decodes_points_as_the_paper_did():
+    assert HpoProblem.decode([2, 3, -1.0, 3]) == {
+        "optimizer": "sgd",
+        "lr": pytest.approx(0.1),
+        "weight_decay": 5e-4,
+        "batch_size": 256,
+    }
+    assert HpoProblem.decode([3, 6, -2.0, 4])["lr"] == pytest.approx(1e-4)  # Adam: /100
+    assert HpoProblem.decode([1, 1, -1.0, 1])["lr"] == pytest.approx(1.0)  # Adadelta: x10
+    assert HpoProblem.decode([1, 1, -1.0, 6])["lr"] == pytest.approx(0.002)  # Adamax: /50
+
+
+SEARCH_CONFIG = {
+    "model": {"name": "ResNet18"},
+    "recipe": {"lr": 0.05, "batch_size": 64, "augment": "basic", "schedule": "cosine_time", "weight_decay": 5e-4},
+    "budget": {"seconds": 6, "eval_every_epochs": 100},
+    "runtime": {"pipeline": "resident", "workers": 0},
+}
+
+
+def test_real_nas_of_resnet18_on_digits_finds_a_smaller_feasible_model(tmp_path, digits_manifest, capsys):
+    config = tmp_path / "nas.yaml"
+    config.write_text(yaml.safe_dump(SEARCH_CONFIG | {"search": {"max_evaluations": 6, "seed": 0}}))
+    baseline = tmp_path / "baseline.json"
+    assert (
+        main(["train", "--quiet", "--manifest", str(digits_manifest), "--config", str(config), "--out", str(baseline)])
+        == 0
+    )
+    out = tmp_path / "nas"
+    assert (
+        main(
+            [
+                "search",
+                "nas",
+                "--config",
+                str(config),
+                "--manifest",
+                str(digits_manifest),
+                "--out-dir",
+                str(out),
+                "--baseline-records",
+                str(baseline),
+            ]
+        )
+        == 0
+    )
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    baseline_record = read_run_record(baseline)
+    assert best["provenance"]["accuracy"] >= baseline_record["metrics"]["val_acc_final"]
+    assert best["provenance"]["macs"] < baseline_record["model"]["macs"]
+    history = (out / "history.csv").read_text()
+    assert history.count("trained") >= 2
+    evaluation_records = sorted((out / "runs").glob("eval-*-subset-0.json"))
+    assert evaluation_records and all(read_run_record(path)["status"] == "complete" for path in evaluation_records)
+    # later stages consume best.yaml as a training config
+    assert TrainConfig.from_dict(best).model.width == best["provenance"]["best_point"][1]
+
+
+def test_real_hpo_on_digits_writes_the_best_recipe(tmp_path, digits_manifest):
+    config = tmp_path / "hpo.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            SEARCH_CONFIG
+            | {
+                "model": {"name": "ResNet18", "width": 0.25},
+                "budget": {"seconds": 2, "eval_every_epochs": 100},
+                "search": {"max_evaluations": 3, "seed": 0, "block_size": 2},
+            }
+        )
+    )
+    out = tmp_path / "hpo"
+    assert (
+        main(["search", "hpo", "--config", str(config), "--manifest", str(digits_manifest), "--out-dir", str(out)]) == 0
+    )
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    assert best["recipe"]["optimizer"] in {"adadelta", "adagrad", "sgd", "adam", "adamw", "adamax", "asgd"}
+    assert best["recipe"]["batch_size"] in {128, 256, 512} and best["model"]["width"] == 0.25
+    assert read_record(out / "summary.json")["counts"]["trained"] == 3
