@@ -7,8 +7,11 @@ BIN := $(VENV)/bin
 # The stamp records that .venv holds exactly what pyproject.toml and the lock ask for; editing either reinstalls.
 STAMP := $(VENV)/.haet-installed
 CORES ?= all
+STUDY ?= default
+# Rules call `haet`: the venv's bin goes first on PATH for every command below.
+RUN := PATH="$(CURDIR)/$(BIN):$$PATH"
 
-.PHONY: reproduce test lint bench clean
+.PHONY: reproduce test lint bench container clean
 
 $(STAMP): pyproject.toml envs/requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,20 +20,26 @@ $(STAMP): pyproject.toml envs/requirements.lock
 	touch $(STAMP)
 
 reproduce: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES)
+	$(RUN) snakemake --cores $(CORES)
+	$(RUN) haet report audit results/$(STUDY)/tables/*.json
 
-# `snakemake --lint` joins this target once every rule names its container (issue 6): until then it fails on
-# "Specify a conda environment or container for each rule" alone.
 lint: $(STAMP)
 	$(BIN)/ruff check haet tests
 	$(BIN)/ruff format --check haet tests
+	$(RUN) snakemake --lint
+	$(BIN)/hadolint containers/Dockerfile
 
 test: lint
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+	$(RUN) python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python -m pytest tests/test_benchmarks.py --benchmark-enable --benchmark-columns=mean,stddev,ops
-	$(BIN)/haet bench
+	$(RUN) python -m pytest tests/test_benchmarks.py --benchmark-enable --benchmark-columns=mean,stddev,ops
+	$(RUN) haet bench
+
+# Needs a Docker engine and Apptainer (not on CI): the image, then the .sif the Snakefile's container: names.
+container:
+	docker build -f containers/Dockerfile -t haet:0.1.0 .
+	apptainer build --force containers/haet.sif docker-daemon://haet:0.1.0
 
 clean:
 	rm -rf results/*/ .snakemake

@@ -23,13 +23,18 @@ def _options(pairs: list[str]) -> dict:
     return options
 
 
-def _json_config(text: str) -> dict:
+def config_layer(text: str) -> dict:
+    """One --config value: a YAML file, or a JSON object given inline (how Snakemake rules pass config sections)."""
+    from haet.config import load_config
+
+    if not text.lstrip().startswith("{"):
+        return load_config(text)
     try:
         config = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise HaetError(f"--config-json is not valid JSON ({exc})") from None
+        raise HaetError(f"--config {text[:40]!r}... is not valid JSON ({exc})") from None
     if not isinstance(config, dict):
-        raise HaetError("--config-json must be a JSON object of config sections")
+        raise HaetError("an inline --config must be a JSON object of config sections")
     return config
 
 
@@ -50,23 +55,21 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 
 def cmd_data_subset(args: argparse.Namespace) -> int:
-    from haet.config import load_config, subset_spec
+    from haet.config import subset_spec
     from haet.data.subsets import SubsetSpec, make_manifest, write_manifest
 
     if args.config:
-        spec = subset_spec(load_config(args.config))
-    elif args.config_json:
-        spec = subset_spec(_json_config(args.config_json))
+        spec = subset_spec(config_layer(args.config))
     elif args.dataset:
         spec = SubsetSpec(dataset=args.dataset, root=args.root, options=_options(args.option))
     else:
-        raise HaetError("give --config FILE, --config-json TEXT or --dataset NAME")
+        raise HaetError("give --config FILE (or inline JSON) or --dataset NAME")
     overrides = {
         name: getattr(args, name)
         for name in ("train_per_class", "val_per_class", "val_split", "seed")
         if getattr(args, name) is not None
     }
-    from_config = args.config or args.config_json
+    from_config = bool(args.config)
     if from_config and args.root is not None:
         overrides["root"] = args.root
     if from_config and args.option:
@@ -150,12 +153,23 @@ TRAIN_FLAGS = {  # flag -> (config section, key, type)
 }
 
 
+def merged_config(args: argparse.Namespace) -> dict:
+    """The --config layers in command-line order: a later layer's keys override an earlier layer's, per section."""
+    merged: dict = {}
+    for layer in (config_layer(text) for text in args.config or []):
+        for name, section in layer.items():
+            if isinstance(section, dict) and isinstance(merged.get(name), dict):
+                merged[name] = merged[name] | section
+            else:
+                merged[name] = section
+    return merged
+
+
 def train_config(args: argparse.Namespace, skip: tuple[str, ...] = ()):
-    """A TrainConfig from --config (YAML sections model/recipe/budget/runtime) and the flags that override it."""
-    from haet.config import load_config
+    """A TrainConfig from the merged configs (sections model/recipe/budget/runtime) and the flags that override it."""
     from haet.train import TrainConfig
 
-    config = load_config(args.config) if args.config else {}
+    config = merged_config(args)
     sections = {name: dict(config.get(name) or {}) for name in ("model", "recipe", "budget", "runtime")}
     for flag, (section, key, _) in TRAIN_FLAGS.items():
         if flag not in skip and getattr(args, flag) is not None:
@@ -236,19 +250,20 @@ SEARCH_KEYS = {
 }
 
 
-def baseline_from_records(paths: list[str], model_name: str) -> float:
-    """Mean val_acc_final of the unscaled model's screening records (each verified against its hash)."""
+def baseline_from_records(paths: list[str], base) -> float:
+    """Mean val_acc_final of the base model's screening records (each verified against its hash)."""
     from haet.train import read_run_record
 
     accuracies = []
+    wanted = (base.name, base.depth, base.width, base.resolution)
     for path in paths:
         record = read_run_record(path)
         model = record["model"]
-        if model["name"] != model_name or (model["depth"], model["width"], model["resolution"]) != (1.0, 1.0, 1.0):
+        if (model["name"], model["depth"], model["width"], model["resolution"]) != wanted:
             raise HaetError(
-                f"{path}: a baseline record must be of the unscaled {model_name}, not "
-                f"{model['name']} at depth {model['depth']}, width {model['width']}, "
-                f"resolution {model['resolution']}"
+                f"{path}: a baseline record must be of the search's base model {base.name} at depth {base.depth}, "
+                f"width {base.width}, resolution {base.resolution}, not {model['name']} at depth "
+                f"{model['depth']}, width {model['width']}, resolution {model['resolution']}"
             )
         accuracies.append(record["metrics"]["val_acc_final"])
     return sum(accuracies) / len(accuracies)
@@ -257,11 +272,10 @@ def baseline_from_records(paths: list[str], model_name: str) -> float:
 def cmd_search(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from haet.config import load_config
     from haet.files import sha256_file, write_atomic
     from haet.search import HpoProblem, NasProblem, SearchSettings, run_search
 
-    config = load_config(args.config) if args.config else {}
+    config = merged_config(args)
     search = dict(config.get("search") or {})
     unknown = sorted(set(search) - SEARCH_KEYS)
     if unknown:
@@ -284,7 +298,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     }
     if args.kind == "nas":
         if args.baseline_records:
-            search["baseline_acc"] = baseline_from_records(args.baseline_records, base.model.name)
+            search["baseline_acc"] = baseline_from_records(args.baseline_records, base.model)
         if search.get("baseline_acc") is None:
             raise HaetError(
                 "NAS needs the baseline accuracy: --baseline-acc, search.baseline_acc, or "
@@ -295,7 +309,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         )
     else:
         problem = HpoProblem(base, args.manifest, args.out_dir, **common)
-    result = run_search(problem, settings, args.out_dir)
+    result = run_search(problem, settings, args.out_dir, new_log_if_changed=args.new_log_if_changed)
     best = result.best
     provenance = {
         "search_kind": args.kind,
@@ -309,6 +323,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             "best_point": best["point"],
             "accuracy": best["accuracy"],
             "accuracies": best["accuracies"],
+            "records": best["records"],
             "macs": best.get("macs"),
         }
     elif args.kind == "nas":
@@ -320,6 +335,14 @@ def cmd_search(args: argparse.Namespace) -> int:
         provenance["baseline_acc"] = search["baseline_acc"]
     best_path = Path(args.out_dir) / "best.yaml"
     write_atomic(best_path, yaml.safe_dump(chosen.to_dict() | {"provenance": provenance}, sort_keys=False))
+    # tuned.yaml: only what the search chose, for later stages to layer over their own configs
+    chosen_dict = chosen.to_dict()
+    tuned = (
+        {"model": chosen_dict["model"]}
+        if args.kind == "nas"
+        else {"recipe": {key: chosen_dict["recipe"][key] for key in ("optimizer", "lr", "weight_decay", "batch_size")}}
+    )
+    write_atomic(Path(args.out_dir) / "tuned.yaml", yaml.safe_dump(tuned | {"provenance": provenance}, sort_keys=False))
     counts = {
         state: sum(entry["status"] == state for entry in result.evaluations)
         for state in ("trained", "answered", "failed")
@@ -331,6 +354,41 @@ def cmd_search(args: argparse.Namespace) -> int:
     )
     print(f"best: {provenance.get('fallback') or provenance['best_point']} -> {best_path}")
     return 130 if result.status == "interrupted" else 0
+
+
+def _groups(pairs: list[list[str]]) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for label, *paths in pairs:
+        if not paths:
+            raise HaetError(f"--group {label} names no run records")
+        groups.setdefault(label, []).extend(paths)
+    return groups
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from haet.report.tables import audit, make_table, rank
+
+    if args.report_command == "table":
+        table = make_table(args.kind, _groups(args.group), args.out_prefix)
+        print(
+            f"{args.out_prefix}.md: {len(table['rows'])} rows from "
+            f"{sum(len(row['sources']) for row in table['rows'])} run records"
+        )
+    elif args.report_command == "rank":
+        ranking = rank(_groups(args.group), args.out)
+        print(
+            f"{args.out}: " + ", ".join(f"{r['model']} {100 * r['val_acc_final_mean']:.1f}" for r in ranking["ranked"])
+        )
+    else:
+        failed = False
+        for path in args.tables:
+            problems = audit(path)
+            failed |= bool(problems)
+            print(f"{path}: " + ("ok, every number re-derived from its run records" if not problems else "FAILED"))
+            for problem in problems:
+                print(f"  {problem}")
+        return 1 if failed else 0
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -347,8 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(handler=cmd_data_info)
 
     subset = data.add_parser("subset", help="draw a seeded stratified subset and write its manifest")
-    subset.add_argument("--config", help="study config (YAML) with data and subsets sections")
-    subset.add_argument("--config-json", help="the same sections as one JSON object (how Snakemake rules pass them)")
+    subset.add_argument("--config", help="study config with data and subsets sections: a YAML file or inline JSON")
     subset.add_argument("--dataset")
     subset.add_argument("--root")
     subset.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
@@ -376,7 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train one model on one subset under a budget; writes a run record")
     train.add_argument("--manifest", required=True, help="subset manifest (haet data subset)")
     train.add_argument("--out", required=True, help="run record path (JSON)")
-    train.add_argument("--config", help="YAML with sections model, recipe, budget, runtime")
+    train.add_argument(
+        "--config",
+        action="append",
+        help="sections model, recipe, budget, runtime: a YAML file or inline JSON; repeat to layer",
+    )
     train.add_argument("--data-root", help="dataset root, if the data moved since the manifest was made")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     for flag, (section, key, kind) in TRAIN_FLAGS.items():
@@ -398,7 +459,16 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("kind", choices=["nas", "hpo"])
     search.add_argument("--manifest", action="append", required=True, help="a subset manifest; repeat for k subsets")
     search.add_argument("--out-dir", required=True, help="log, history.csv, summary.json, best.yaml, runs/")
-    search.add_argument("--config", help="YAML: a search section plus the base training's model/recipe/budget/runtime")
+    search.add_argument(
+        "--config",
+        action="append",
+        help="a search section plus the base training's sections: YAML file or inline JSON; repeatable",
+    )
+    search.add_argument(
+        "--new-log-if-changed",
+        action="store_true",
+        help="when the out-dir holds the log of a different search, move it aside instead of refusing",
+    )
     search.add_argument("--baseline-acc", type=float, help="nas: accuracy the scaled model must reach")
     search.add_argument("--baseline-records", nargs="+", help="nas: screening records of the unscaled model")
     search.add_argument("--max-evaluations", type=int)
@@ -409,6 +479,28 @@ def build_parser() -> argparse.ArgumentParser:
             search.add_argument(f"--{flag.replace('_', '-')}", type=kind, help=f"base training {section}.{key}")
     search.add_argument("--seed", type=int, help="NOMAD's seed")
     search.set_defaults(handler=cmd_search)
+
+    report = commands.add_parser("report", help="result tables from run records, and their audit")
+    report_commands = report.add_subparsers(dest="report_command", required=True)
+    table = report_commands.add_parser("table", help="one table as PREFIX.json, PREFIX.csv and PREFIX.md")
+    table.add_argument("kind", choices=["table1", "table2a", "table2", "table3", "table4"])
+    table.add_argument(
+        "--group",
+        nargs="+",
+        action="append",
+        required=True,
+        metavar=("LABEL", "RECORD"),
+        help="a row: its label (MODEL or MODEL|VARIANT) and its run records",
+    )
+    table.add_argument("--out-prefix", required=True)
+    table.set_defaults(handler=cmd_report)
+    ranking = report_commands.add_parser("rank", help="rank groups of runs by mean final accuracy (JSON)")
+    ranking.add_argument("--group", nargs="+", action="append", required=True, metavar=("LABEL", "RECORD"))
+    ranking.add_argument("--out", required=True)
+    ranking.set_defaults(handler=cmd_report)
+    audit = report_commands.add_parser("audit", help="re-derive every number of tables from their run records")
+    audit.add_argument("tables", nargs="+", help="TABLE.json files")
+    audit.set_defaults(handler=cmd_report)
     return parser
 
 

@@ -1,29 +1,123 @@
-"""The Snakemake workflow as a user runs it, in a scratch working directory."""
+"""The Snakemake workflow as a user runs it: the whole default study on CPU, in a scratch working directory."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import yaml
 from conftest import REPO
 
-from haet.data.subsets import read_manifest
+from haet.cli import main
+from haet.files import read_record
+
+TABLE_ROWS = {"table1": 3, "table2a": 4, "table2": 4, "table3": 2, "table4": 1}
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     bin_dir = Path(sys.executable).parent
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(workdir)}
-    command = [str(bin_dir / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "1"]
+    command = [str(bin_dir / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "-d", str(workdir)]
     return subprocess.run(command + list(args), env=env, capture_output=True, text=True, check=False)
 
 
-def test_default_workflow_writes_one_manifest_per_run_and_an_unchanged_rerun_does_nothing(tmp_path):
-    first = snakemake(tmp_path)
-    assert first.returncode == 0, first.stderr
-    manifests = sorted((tmp_path / "results" / "default" / "subsets").glob("run*.json"))
-    assert [m.name for m in manifests] == ["run0.json", "run1.json"]
-    runs = [read_manifest(m) for m in manifests]
-    assert runs[0]["train"]["indices"] != runs[1]["train"]["indices"]
-    again = snakemake(tmp_path)
-    assert again.returncode == 0 and "Nothing to be done" in again.stderr
+def jobs_run(output: str) -> dict[str, int]:
+    """The 'Job stats' table Snakemake prints: rule -> number of jobs."""
+    lines = output.splitlines()
+    start = lines.index("Job stats:") + 3  # title, header, rule line
+    stats = {}
+    for line in lines[start:]:
+        name, count = line.split()
+        if name == "total":
+            return stats
+        stats[name] = int(count)
+    raise AssertionError("no total line in the job stats")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("study")
+    result = snakemake(workdir, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
+
+
+def test_default_pipeline_writes_every_table_with_the_expected_rows(study, monkeypatch):
+    tables = study / "results" / "default" / "tables"
+    for name, count in TABLE_ROWS.items():
+        assert all((tables / f"{name}{suffix}").exists() for suffix in (".json", ".csv", ".md"))
+        table = read_record(tables / f"{name}.json")
+        assert len(table["rows"]) == count, name
+        assert (tables / f"{name}.csv").read_text().count("\n") == count + 1
+    labels = {name: [row["label"] for row in read_record(tables / f"{name}.json")["rows"]] for name in TABLE_ROWS}
+    assert sorted(labels["table1"]) == ["MobileNetV2", "ResNet18", "SENet18"]
+    assert sorted(label.split("|")[1] for label in labels["table2a"]) == ["NAS", "NAS", "baseline", "baseline"]
+    assert [label.split("|")[1] for label in labels["table3"]] == ["before HPO", "after HPO"]
+    table1 = read_record(tables / "table1.json")["rows"]
+    assert [row["rank"] for row in table1] == [1, 2, 3]
+    assert table1[0]["val_acc_final_mean"] >= table1[-1]["val_acc_final_mean"]
+    assert next(row["paper"] for row in table1 if row["label"] == "SENet18") == 77.0
+    monkeypatch.chdir(study)  # tables name their run records relative to the working directory
+    assert main(["report", "audit", *map(str, sorted(tables.glob("*.json")))]) == 0
+
+
+def test_nas_models_have_fewer_macs_than_their_baselines(study):
+    rows = read_record(study / "results" / "default" / "tables" / "table2a.json")["rows"]
+    for row in rows:
+        if row["variant"] == "NAS":
+            assert row["macs_vs_baseline"] < 0
+
+
+def test_an_unchanged_rerun_does_nothing(study):
+    again = snakemake(study, "--cores", "2")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_deleting_a_table_reruns_only_its_rule(study):
+    (study / "results" / "default" / "tables" / "table2.md").unlink()
+    rerun = snakemake(study, "--cores", "2")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert jobs_run(rerun.stdout + rerun.stderr) == {"all": 1, "table2": 1}
+    assert (study / "results" / "default" / "tables" / "table2.md").exists()
+
+
+def test_an_edited_run_record_fails_the_audit(study, tmp_path, monkeypatch, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(study / "results", copy / "results")
+    record_path = copy / "results" / "default" / "final" / "runs" / "run0.json"
+    record = json.loads(record_path.read_text())
+    record["metrics"]["val_acc_final"] = 0.999
+    record_path.write_text(json.dumps(record))
+    monkeypatch.chdir(copy)
+    assert main(["report", "audit", "results/default/tables/table4.json"]) == 1
+    assert "edited after it was written" in capsys.readouterr().out
+
+
+def test_broken_config_gets_a_schema_error_naming_the_key(tmp_path):
+    config = yaml.safe_load((REPO / "workflow" / "config" / "default.yaml").read_text())
+    config["screening"]["modelz"] = config["screening"].pop("models")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, "-n", "--configfile", str(broken))
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "modelz" in output and "models" in output
+
+
+def test_slurm_profile_plans_gpu_jobs_in_a_dry_run(tmp_path):
+    result = snakemake(tmp_path, "-n", "--workflow-profile", str(REPO / "profiles" / "slurm"))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "profiles/slurm" in output and "slurm_partition=" in output and "gpu=1" in output
+
+
+def test_paper_config_plans_all_17_models_over_ten_runs(tmp_path):
+    result = snakemake(tmp_path, "-n", "-p", "--configfile", str(REPO / "workflow" / "config" / "paper.yaml"))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert jobs_run(output)["screen"] == 170
+    assert '"width": 0.25' not in output  # the paper study replaces the default one; it does not merge into it

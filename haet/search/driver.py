@@ -62,8 +62,16 @@ def point_key(point: list[float]) -> str:
     return json.dumps([float(value) for value in point])  # repr-exact: JSON round-trips Python floats
 
 
-def read_log(path: Path, header: dict) -> list[dict]:
-    """The logged evaluations of this search; refuses a log that belongs to another search."""
+def read_log(path: Path, header: dict, new_log_if_changed: bool = False) -> list[dict]:
+    """The logged evaluations of this search; refuses (or moves aside) a log that belongs to another search."""
+    if (
+        path.exists()
+        and new_log_if_changed
+        and path.read_text(encoding="utf-8").split("\n", 1)[0] != json.dumps(header, sort_keys=True)
+    ):
+        stale = path.with_name(f"{path.stem}.replaced-{int(time.time())}.jsonl")
+        path.rename(stale)
+        print(f"{path}: the search changed since this log was written; it is kept as {stale.name}")
     if not path.exists():
         write_atomic(path, json.dumps(header, sort_keys=True) + "\n")
         return []
@@ -112,7 +120,9 @@ def format_outputs(outputs: list[float]) -> str:
     return " ".join(repr(float(value)) for value in outputs)
 
 
-def run_search(problem: Problem, settings: SearchSettings, out_dir: str | Path) -> SearchResult:
+def run_search(
+    problem: Problem, settings: SearchSettings, out_dir: str | Path, new_log_if_changed: bool = False
+) -> SearchResult:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     parameters = nomad_parameters(
@@ -130,7 +140,7 @@ def run_search(problem: Problem, settings: SearchSettings, out_dir: str | Path) 
         "nomad_parameters": parameters,
     }
     log_path = out_dir / "evaluations.jsonl"
-    history = read_log(log_path, header)
+    history = read_log(log_path, header, new_log_if_changed)
     memo = {point_key(entry["point"]): entry for entry in history}
 
     context = multiprocessing.get_context("spawn")

@@ -1,7 +1,8 @@
 """The paper's two formulations as problems the search driver can evaluate.
 
 NAS (Formulation 1): minimise MACs g(phi) over phi = (depth, width, resolution) subject to validation accuracy
-f(phi) >= the baseline accuracy; NOMAD sees [MACs, baseline - accuracy] with the constraint as EB or PB.
+f(phi) >= the baseline accuracy; NOMAD sees [MACs, baseline - accuracy] with the constraint as EB or PB. The
+multipliers scale the base training's model, so phi = (1, 1, 1) is the screened model itself.
 HPO (Formulation 2): maximise validation accuracy over batch size, weight decay, log10 learning rate and
 optimiser, encoded as NOMAD integers and a real as the authors' code did; NOMAD minimises -accuracy.
 
@@ -203,8 +204,12 @@ class NasProblem(TrainingProblem):
         return ["input_px", "macs", "params", "accuracy", "feasible"]
 
     def config_at(self, point: list[float]) -> TrainConfig:
+        """The base training with its model scaled by the point (multipliers relative to the base model)."""
         depth, width, resolution = point
-        model = ModelSpec(self.base.model.name, depth=depth, width=width, resolution=resolution)
+        base = self.base.model
+        model = ModelSpec(
+            base.name, depth=base.depth * depth, width=base.width * width, resolution=base.resolution * resolution
+        )
         return dataclasses.replace(self.base, model=model)
 
     def evaluate(self, points: list[list[float]], first_index: int, history: list[dict]) -> list[dict]:
@@ -213,11 +218,10 @@ class NasProblem(TrainingProblem):
         results: list[dict | None] = [None] * len(points)
         to_train: list[tuple[int, TrainConfig, dict]] = []
         for position, point in enumerate(points):
-            depth, width, resolution = point
             try:
-                pixels = input_size(resolution)
-                cost = model_cost(self.base.model.name, depth, width, pixels)
                 config = self.config_at(point)
+                pixels = input_size(config.model.resolution)
+                cost = model_cost(config.model.name, config.model.depth, config.model.width, pixels)
             except (ModelError, HaetError) as exc:
                 results[position] = {
                     "ok": False,

@@ -1,9 +1,20 @@
 rule subset:
     output:
-        "results/{study}/subsets/run{run}.json",
+        f"{OUT}/subsets/run{{run}}.json",
     params:
-        config=SUBSET_CONFIG,
+        config=as_json({"data": config["data"], "subsets": config["subsets"]}),
     log:
-        "results/{study}/logs/subset-run{run}.log",
+        f"{OUT}/logs/subsets/run{{run}}.log",
     shell:
-        "haet data subset --config-json {params.config:q} --run {wildcards.run} --out {output} > {log} 2>&1"
+        "haet data subset --config {params.config:q} --run {wildcards.run} --out {output} > {log} 2>&1"
+
+
+rule final_subset:
+    output:
+        f"{OUT}/final/subsets/run{{run}}.json",
+    params:
+        config=as_json({"data": config["final"]["data"], "subsets": config["final"]["subsets"]}),
+    log:
+        f"{OUT}/logs/final/subset-run{{run}}.log",
+    shell:
+        "haet data subset --config {params.config:q} --run {wildcards.run} --out {output} > {log} 2>&1"

@@ -1,0 +1,211 @@
+"""Result tables from run records, and the audit that recomputes them.
+
+A table is three files: TABLE.json (rows, and for every row the run records it came from with their sha256),
+TABLE.csv and TABLE.md (the same rows for people). Every number is a function of the records named in its row,
+so `audit` can re-read them, check their hashes and recompute the row.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from pathlib import Path
+
+from haet import HaetError
+from haet.files import read_record, write_atomic, write_record
+from haet.report.paper import PAPER_VALUES, TITLES
+from haet.train import read_run_record
+
+SCHEMA = "haet/table/v1"
+COLUMNS = [
+    "rank",
+    "label",
+    "model",
+    "variant",
+    "depth",
+    "width",
+    "resolution",
+    "input_px",
+    "augment",
+    "n",
+    "val_acc_final_mean",
+    "val_acc_final_std",
+    "val_acc_best_optimistic_mean",
+    "params",
+    "macs",
+    "macs_vs_baseline",
+    "params_vs_baseline",
+    "paper",
+]
+OPTIMISM_NOTE = (
+    "val_acc_best_optimistic_mean is the mean of each run's best epoch on the validation images: "
+    "selecting on them makes it optimistic. The paper's numbers are of that kind; compare them with it."
+)
+
+
+def summarize(label: str, records: list[tuple[str, dict]]) -> dict:
+    """One row: the mean and spread of a group of runs of one model spec and recipe."""
+    if not records:
+        raise HaetError(f"table group {label!r} has no run records")
+    specs = {
+        (r["model"]["name"], r["model"]["depth"], r["model"]["width"], r["model"]["resolution"]) for _, r in records
+    }
+    if len(specs) != 1:
+        raise HaetError(f"table group {label!r} mixes model specs {sorted(specs)}; a row summarises one")
+    first = records[0][1]
+    finals = [record["metrics"]["val_acc_final"] for _, record in records]
+    bests = [record["metrics"]["val_acc_best_optimistic"] for _, record in records]
+    model_label, _, variant = label.partition("|")
+    return {
+        "label": label,
+        "model": first["model"]["name"],
+        "variant": variant,
+        "depth": first["model"]["depth"],
+        "width": first["model"]["width"],
+        "resolution": first["model"]["resolution"],
+        "input_px": first["model"]["input_px"],
+        "augment": first["config"]["recipe"]["augment"],
+        "n": len(records),
+        "val_acc_final_mean": statistics.fmean(finals),
+        "val_acc_final_std": statistics.stdev(finals) if len(finals) > 1 else 0.0,
+        "val_acc_best_optimistic_mean": statistics.fmean(bests),
+        "params": first["model"]["params"],
+        "macs": first["model"]["macs"],
+        "sources": [{"path": path, "content_sha256": record["content_sha256"]} for path, record in records],
+    }
+
+
+def build_rows(kind: str, groups: dict[str, list[tuple[str, dict]]]) -> list[dict]:
+    rows = [summarize(label, records) for label, records in groups.items()]
+    if kind == "table1":
+        rows.sort(key=lambda row: -row["val_acc_final_mean"])
+    baselines = {row["model"]: row for row in rows if row["variant"] == "baseline"}
+    paper = PAPER_VALUES.get(kind, {})
+    for rank, row in enumerate(rows, start=1):
+        row["rank"] = rank
+        base = baselines.get(row["model"])
+        row["macs_vs_baseline"] = row["macs"] / base["macs"] - 1 if base and base is not row else None
+        row["params_vs_baseline"] = row["params"] / base["params"] - 1 if base and base is not row else None
+        row["paper"] = paper.get(row["label"])  # keyed by label: a value shows only beside the same row
+    return rows
+
+
+def _cell(column: str, value) -> str:
+    if value is None:
+        return ""
+    if column in ("val_acc_final_mean", "val_acc_final_std", "val_acc_best_optimistic_mean"):
+        return f"{100 * value:.1f}"
+    if column in ("macs_vs_baseline", "params_vs_baseline"):
+        return f"{100 * value:+.1f}%"
+    if column in ("params", "macs"):
+        return f"{value:,}"
+    return str(value)
+
+
+def render_markdown(table: dict) -> str:
+    headers = {
+        "val_acc_final_mean": "acc final %",
+        "val_acc_final_std": "std %",
+        "val_acc_best_optimistic_mean": "acc best-epoch % (optimistic)",
+        "paper": "paper %",
+        "macs_vs_baseline": "MACs vs baseline",
+        "params_vs_baseline": "params vs baseline",
+    }
+    lines = [
+        f"# {table['title']}",
+        "",
+        "| " + " | ".join(headers.get(c, c) for c in COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    lines += ["| " + " | ".join(_cell(c, row.get(c)) for c in COLUMNS) + " |" for row in table["rows"]]
+    lines += [""] + [f"- {note}" for note in table["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(table: dict) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in table["rows"]:
+        writer.writerow({column: "" if row.get(column) is None else row.get(column) for column in COLUMNS})
+    return buffer.getvalue()
+
+
+def make_table(kind: str, groups: dict[str, list[str]], out_prefix: str | Path) -> dict:
+    """Read every group's run records (hash-checked), summarise, and write PREFIX.json, .csv and .md."""
+    if kind not in TITLES:
+        raise HaetError(f"unknown table {kind!r}; tables: {', '.join(TITLES)}")
+    loaded = {label: [(path, read_run_record(path)) for path in paths] for label, paths in groups.items()}
+    notes = [OPTIMISM_NOTE]
+    if any(r["subset"]["validation_from_test_split"] for records in loaded.values() for _, r in records):
+        notes.append("Validation images were drawn from the dataset's test split, as in the paper.")
+    if any(r["status"] != "complete" for records in loaded.values() for _, r in records):
+        notes.append("Some runs were interrupted; their accuracies are included as recorded.")
+    table = {
+        "schema": SCHEMA,
+        "kind": kind,
+        "title": TITLES[kind],
+        "columns": COLUMNS,
+        "rows": build_rows(kind, loaded),
+        "notes": notes,
+    }
+    prefix = Path(out_prefix)
+    table = write_record(prefix.with_suffix(".json"), table)
+    write_atomic(prefix.with_suffix(".csv"), render_csv(table))
+    write_atomic(prefix.with_suffix(".md"), render_markdown(table))
+    return table
+
+
+def rank(groups: dict[str, list[str]], out: str | Path) -> dict:
+    """Models ranked by mean final accuracy of their runs: what checkpoints read to pick the top k."""
+    rows = build_rows("ranking", {label: [(p, read_run_record(p)) for p in paths] for label, paths in groups.items()})
+    rows.sort(key=lambda row: -row["val_acc_final_mean"])
+    ranking = {
+        "schema": "haet/ranking/v1",
+        "ranked": [
+            {
+                "label": row["label"],
+                "model": row["model"],
+                "val_acc_final_mean": row["val_acc_final_mean"],
+                "n": row["n"],
+                "sources": row["sources"],
+            }
+            for row in rows
+        ],
+    }
+    return write_record(out, ranking)
+
+
+def audit(table_path: str | Path) -> list[str]:
+    """Problems found re-deriving a table from its records (empty when every number checks out)."""
+    table = read_record(table_path)
+    problems = []
+    groups: dict[str, list[str]] = {}
+    for row in table["rows"]:
+        paths = []
+        for source in row["sources"]:
+            try:
+                record = read_run_record(source["path"])
+            except HaetError as exc:
+                problems.append(f"row {row['label']}: {exc}")
+                continue
+            if record["content_sha256"] != source["content_sha256"]:
+                problems.append(
+                    f"row {row['label']}: {source['path']} is not the run the table was made from "
+                    "(its hash changed since)"
+                )
+            paths.append(source["path"])
+        groups[row["label"]] = paths
+    if problems:
+        return problems
+    expected = build_rows(
+        table["kind"], {label: [(p, read_run_record(p)) for p in paths] for label, paths in groups.items()}
+    )
+    for row, again in zip(table["rows"], expected, strict=True):
+        for column in COLUMNS:
+            if row.get(column) != again.get(column):
+                problems.append(
+                    f"row {row['label']}: {column} is {row.get(column)!r}, records give {again.get(column)!r}"
+                )
+    return problems

@@ -1,0 +1,56 @@
+rule augment_run:
+    input:
+        best=f"{OUT}/nas/{{model}}/best.yaml",
+        manifest=f"{OUT}/subsets/run{{run}}.json",
+    output:
+        AUGMENT_RUN,
+    params:
+        config=as_json(config["augment"]["train"]),
+    resources:
+        gpu=1,
+    log:
+        f"{OUT}/logs/augment/{{model}}-{{recipe}}-run{{run}}.log",
+    shell:
+        "haet train --quiet --manifest {input.manifest} --config {input.best} --config {params.config:q} "
+        "--augment {wildcards.recipe} --out {output} > {log} 2>&1"
+
+
+checkpoint rank_augment:
+    input:
+        records_of(carry_groups),
+    output:
+        f"{OUT}/augment/ranking.json",
+    params:
+        groups=lambda wildcards: group_args(carry_groups()),
+    log:
+        f"{OUT}/logs/augment/rank.log",
+    shell:
+        "haet report rank {params.groups} --out {output} > {log} 2>&1"
+
+
+rule table2a:
+    input:
+        records_of(table2a_groups),
+    output:
+        multiext(f"{OUT}/tables/table2a", ".json", ".csv", ".md"),
+    params:
+        groups=lambda wildcards: group_args(table2a_groups()),
+        prefix=table_prefix,
+    log:
+        f"{OUT}/logs/tables/table2a.log",
+    shell:
+        "haet report table table2a {params.groups} --out-prefix {params.prefix} > {log} 2>&1"
+
+
+rule table2:
+    input:
+        records_of(table2_groups),
+    output:
+        multiext(f"{OUT}/tables/table2", ".json", ".csv", ".md"),
+    params:
+        groups=lambda wildcards: group_args(table2_groups()),
+        prefix=table_prefix,
+    log:
+        f"{OUT}/logs/tables/table2.log",
+    shell:
+        "haet report table table2 {params.groups} --out-prefix {params.prefix} > {log} 2>&1"

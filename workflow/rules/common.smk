@@ -1,0 +1,106 @@
+# Names and small helpers the rule files share; no rules here.
+STUDY = config["study"]
+OUT = f"results/{STUDY}"
+RUNS = list(range(config["subsets"]["runs"]))
+FINAL_RUNS = list(range(config["final"]["subsets"]["runs"]))
+MODELS = config["screening"]["models"]
+
+
+def as_json(value):
+    """A config section as the inline JSON `haet ... --config` takes (Snakemake tracks it as a param)."""
+    return json.dumps(value, sort_keys=True)
+
+
+def ranked(ranking_file, k):
+    """The first k model names of a ranking written by `haet report rank` (what checkpoints read)."""
+    with open(ranking_file) as handle:
+        return [row["model"] for row in json.load(handle)["ranked"][:k]]
+
+
+def group_args(groups):
+    """`--group LABEL RECORD...` arguments of `haet report` for {label: [run records]}."""
+    return " ".join(f"--group {shlex.quote(label)} " + " ".join(paths) for label, paths in groups.items())
+
+
+def table_prefix(wildcards, output):
+    """A table rule's output prefix, from its first output (PREFIX.json)."""
+    return output[0].removesuffix(".json")
+
+
+def output_folder(wildcards, output):
+    """The folder a search writes into, from its first output."""
+    return str(Path(output[0]).parent)
+
+
+def runs_of(pattern, runs, **names):
+    """The run records of one group: pattern formatted with names and each run index."""
+    return [pattern.format(run=run, **names) for run in runs]
+
+
+CARRY = config["augment"]["carry"]  # the augmentation recipe later stages (HPO, final) train with
+SCREENING_AUGMENT = config["screening"]["train"].get("recipe", {}).get("augment", "paper")
+if SCREENING_AUGMENT not in config["augment"]["recipes"] or CARRY not in config["augment"]["recipes"]:
+    raise ValueError(
+        f"augment.recipes must include the screening's recipe ({SCREENING_AUGMENT}, for Table 2a) "
+        f"and augment.carry ({CARRY})"
+    )
+for key in ("nas.subsets", "augment.runs", "hpo.subsets", "hpo.runs"):
+    section, name = key.split(".")
+    if config[section][name] > len(RUNS):
+        raise ValueError(f"{key} is {config[section][name]} but subsets.runs draws only {len(RUNS)} subsets")
+AUGMENT_RUNS = RUNS[: config["augment"]["runs"]]
+HPO_RUNS = RUNS[: config["hpo"]["runs"]]
+SCREENING_RUN = f"{OUT}/screening/{{model}}/run{{run}}.json"
+AUGMENT_RUN = f"{OUT}/augment/{{model}}/{{recipe}}/run{{run}}.json"
+
+
+def nas_models():
+    """The top k models of the screening (known once its ranking exists)."""
+    return ranked(checkpoints.rank_screening.get().output[0], config["nas"]["top_k"])
+
+
+NAS_MANIFESTS = [f"{OUT}/subsets/run{run}.json" for run in RUNS[: config["nas"]["subsets"]]]
+
+
+def carry_groups():
+    return {m: runs_of(AUGMENT_RUN, AUGMENT_RUNS, model=m, recipe=CARRY) for m in nas_models()}
+
+
+def table2a_groups():
+    groups = {}
+    for model in nas_models():
+        groups[f"{model}|baseline"] = runs_of(SCREENING_RUN, RUNS, model=model)
+        groups[f"{model}|NAS"] = runs_of(AUGMENT_RUN, AUGMENT_RUNS, model=model, recipe=SCREENING_AUGMENT)
+    return groups
+
+
+def table2_groups():
+    recipes = config["augment"]["recipes"]
+    return {f"{m}|{r}": runs_of(AUGMENT_RUN, AUGMENT_RUNS, model=m, recipe=r) for m in nas_models() for r in recipes}
+
+
+def records_of(groups_function):
+    return lambda wildcards: [path for paths in groups_function().values() for path in paths]
+
+
+def hpo_model():
+    """The NAS model that did best with the carried-forward recipe (known once that ranking exists)."""
+    return ranked(checkpoints.rank_augment.get().output[0], 1)[0]
+
+
+HPO_MANIFESTS = [f"{OUT}/subsets/run{run}.json" for run in RUNS[: config["hpo"]["subsets"]]]
+
+
+def table3_groups():
+    model = hpo_model()
+    return {
+        f"{model}|before HPO": runs_of(AUGMENT_RUN, AUGMENT_RUNS, model=model, recipe=CARRY),
+        f"{model}|after HPO": runs_of(f"{OUT}/hpo/runs/run{{run}}.json", HPO_RUNS),
+    }
+
+
+def table4_groups():
+    return {f"{hpo_model()}|final": runs_of(f"{OUT}/final/runs/run{{run}}.json", FINAL_RUNS)}
+
+
+SCREENING_GROUPS = {model: runs_of(SCREENING_RUN, RUNS, model=model) for model in MODELS}

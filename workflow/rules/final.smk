@@ -1,0 +1,32 @@
+rule final_run:
+    input:
+        nas=lambda wildcards: f"{OUT}/nas/{hpo_model()}/best.yaml",
+        tuned=f"{OUT}/hpo/tuned.yaml",
+        manifest=f"{OUT}/final/subsets/run{{run}}.json",
+    output:
+        f"{OUT}/final/runs/run{{run}}.json",
+    params:
+        carry=CARRY,
+        augment=as_json(config["augment"]["train"]),
+        final=as_json(config["final"]["train"]),
+    resources:
+        gpu=1,
+    log:
+        f"{OUT}/logs/final/run{{run}}.log",
+    shell:
+        "haet train --quiet --manifest {input.manifest} --config {input.nas} --config {params.augment:q} "
+        "--config {input.tuned} --config {params.final:q} --augment {params.carry} --out {output} > {log} 2>&1"
+
+
+rule table4:
+    input:
+        records_of(table4_groups),
+    output:
+        multiext(f"{OUT}/tables/table4", ".json", ".csv", ".md"),
+    params:
+        groups=lambda wildcards: group_args(table4_groups()),
+        prefix=table_prefix,
+    log:
+        f"{OUT}/logs/tables/table4.log",
+    shell:
+        "haet report table table4 {params.groups} --out-prefix {params.prefix} > {log} 2>&1"

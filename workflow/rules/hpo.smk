@@ -1,0 +1,55 @@
+rule hpo:
+    input:
+        manifests=HPO_MANIFESTS,
+        nas=lambda wildcards: f"{OUT}/nas/{hpo_model()}/best.yaml",
+    output:
+        best=f"{OUT}/hpo/best.yaml",
+        tuned=f"{OUT}/hpo/tuned.yaml",
+        history=f"{OUT}/hpo/history.csv",
+        summary=f"{OUT}/hpo/summary.json",
+    params:
+        carry=CARRY,
+        augment=as_json(config["augment"]["train"]),
+        config=as_json(config["hpo"]["train"] | {"search": config["hpo"]["search"]}),
+        manifests=" ".join(f"--manifest {path}" for path in HPO_MANIFESTS),
+        out_dir=output_folder,
+    resources:
+        gpu=1,
+    log:
+        f"{OUT}/logs/hpo/search.log",
+    shell:
+        "haet search hpo --quiet --config {input.nas} --config {params.augment:q} --config {params.config:q} "
+        "--augment {params.carry} {params.manifests} --out-dir {params.out_dir} --new-log-if-changed > {log} 2>&1"
+
+
+rule hpo_run:
+    input:
+        nas=lambda wildcards: f"{OUT}/nas/{hpo_model()}/best.yaml",
+        tuned=f"{OUT}/hpo/tuned.yaml",
+        manifest=f"{OUT}/subsets/run{{run}}.json",
+    output:
+        f"{OUT}/hpo/runs/run{{run}}.json",
+    params:
+        carry=CARRY,
+        augment=as_json(config["augment"]["train"]),
+    resources:
+        gpu=1,
+    log:
+        f"{OUT}/logs/hpo/run{{run}}.log",
+    shell:
+        "haet train --quiet --manifest {input.manifest} --config {input.nas} --config {params.augment:q} "
+        "--config {input.tuned} --augment {params.carry} --out {output} > {log} 2>&1"
+
+
+rule table3:
+    input:
+        records_of(table3_groups),
+    output:
+        multiext(f"{OUT}/tables/table3", ".json", ".csv", ".md"),
+    params:
+        groups=lambda wildcards: group_args(table3_groups()),
+        prefix=table_prefix,
+    log:
+        f"{OUT}/logs/tables/table3.log",
+    shell:
+        "haet report table table3 {params.groups} --out-prefix {params.prefix} > {log} 2>&1"

@@ -1,0 +1,20 @@
+rule nas:
+    input:
+        manifests=NAS_MANIFESTS,
+        baseline=lambda wildcards: runs_of(SCREENING_RUN, RUNS, model=wildcards.model),
+    output:
+        best=f"{OUT}/nas/{{model}}/best.yaml",
+        tuned=f"{OUT}/nas/{{model}}/tuned.yaml",
+        history=f"{OUT}/nas/{{model}}/history.csv",
+        summary=f"{OUT}/nas/{{model}}/summary.json",
+    params:
+        config=as_json(config["screening"]["train"] | {"search": config["nas"]["search"]}),
+        manifests=" ".join(f"--manifest {path}" for path in NAS_MANIFESTS),
+        out_dir=output_folder,
+    resources:
+        gpu=1,
+    log:
+        f"{OUT}/logs/nas/{{model}}.log",
+    shell:
+        "haet search nas --quiet --config {params.config:q} --model {wildcards.model} {params.manifests} "
+        "--out-dir {params.out_dir} --new-log-if-changed --baseline-records {input.baseline} > {log} 2>&1"

@@ -1,0 +1,41 @@
+rule screen:
+    input:
+        manifest=f"{OUT}/subsets/run{{run}}.json",
+    output:
+        SCREENING_RUN,
+    params:
+        config=as_json(config["screening"]["train"]),
+    resources:
+        gpu=1,
+    log:
+        f"{OUT}/logs/screening/{{model}}-run{{run}}.log",
+    shell:
+        "haet train --quiet --manifest {input.manifest} --config {params.config:q} --model {wildcards.model} "
+        "--out {output} > {log} 2>&1"
+
+
+checkpoint rank_screening:
+    input:
+        [path for paths in SCREENING_GROUPS.values() for path in paths],
+    output:
+        f"{OUT}/screening/ranking.json",
+    params:
+        groups=group_args(SCREENING_GROUPS),
+    log:
+        f"{OUT}/logs/screening/rank.log",
+    shell:
+        "haet report rank {params.groups} --out {output} > {log} 2>&1"
+
+
+rule table1:
+    input:
+        [path for paths in SCREENING_GROUPS.values() for path in paths],
+    output:
+        multiext(f"{OUT}/tables/table1", ".json", ".csv", ".md"),
+    params:
+        groups=group_args(SCREENING_GROUPS),
+        prefix=table_prefix,
+    log:
+        f"{OUT}/logs/tables/table1.log",
+    shell:
+        "haet report table table1 {params.groups} --out-prefix {params.prefix} > {log} 2>&1"
