@@ -10,8 +10,11 @@ import hashlib
 import json
 import os
 import tempfile
+from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import jsonschema
 
 from haet import HaetError
 
@@ -81,3 +84,13 @@ def read_record(path: str | Path) -> dict:
     if content_hash(record) != record[HASH_FIELD]:
         raise HaetError(f"{path}: content does not match its {HASH_FIELD}: the file was edited after it was written")
     return record
+
+
+def check_schema(obj: dict, schema_file: str, what: str, where: str) -> None:
+    """Validate obj against haet/schemas/<schema_file>, naming the first offending location."""
+    schema = json.loads(resources.files("haet.schemas").joinpath(schema_file).read_text())
+    try:
+        jsonschema.validate(obj, schema)
+    except jsonschema.ValidationError as exc:
+        location = "/".join(str(part) for part in exc.absolute_path) or "(top level)"
+        raise HaetError(f"{where}: not a valid {what} at {location}: {exc.message}") from None

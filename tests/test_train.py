@@ -41,12 +41,13 @@ def without_timings(value):
 
 
 def test_digits_training_beats_chance_by_a_wide_margin(digits_large, tmp_path):
-    config = TrainConfig(SMALL, FAST, Budget(seconds=6), Runtime(pipeline="resident", workers=0))
+    # an epoch budget (about 6 s here) keeps the amount of training independent of how loaded the machine is
+    config = TrainConfig(SMALL, FAST, Budget(seconds=120, max_epochs=5), Runtime(pipeline="resident", workers=0))
     record = write_run_record(train(config, digits_large), tmp_path / "run.json")
     metrics = record["metrics"]
     assert metrics["val_acc_final"] > 0.6  # chance is 0.1
     assert metrics["val_acc_best_optimistic"] >= metrics["val_acc_final"]
-    assert record["budget"]["stopped_by"] == "budget" and record["status"] == "complete"
+    assert record["budget"]["stopped_by"] == "max_epochs" and record["status"] == "complete"
     assert record["model"]["macs"] > 0 and record["provenance"]["packages"]["torch"] == torch.__version__
     assert any("optimistic" in note for note in record["notes"])
     assert read_run_record(tmp_path / "run.json") == record
@@ -57,9 +58,9 @@ def test_real_cifar10_thousand_images_well_above_chance():
     subset = load_subset(
         make_manifest(SubsetSpec("imagefolder", root=str(CIFAR_FOLDER), train_per_class=100, val_per_class=50))
     )
-    config = TrainConfig(SMALL, FAST, Budget(seconds=20, eval_every_epochs=4), Runtime(pipeline="resident"))
-    record = train(config, subset)
-    assert record["metrics"]["val_acc_final"] > 0.25  # chance is 0.1; 0.40 measured on a 2-core CPU
+    budget = Budget(seconds=240, max_epochs=10, eval_every_epochs=5)  # about 20 s on a 2-core CPU
+    record = train(TrainConfig(SMALL, FAST, budget, Runtime(pipeline="resident")), subset)
+    assert record["metrics"]["val_acc_final"] > 0.25  # chance is 0.1
 
 
 @pytest.mark.parametrize("pipeline", ["loader", "resident"])

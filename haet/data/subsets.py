@@ -7,17 +7,14 @@ the same manifest byte for byte; run k uses a seed derived from (seed, k), so k 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 
-import jsonschema
 import numpy as np
 
 from haet import __version__
 from haet.data import SPLITS, DataError, Split, class_counts, load_split
-from haet.files import canonical_json, read_record, sha256_bytes, write_record
+from haet.files import canonical_json, check_schema, read_record, sha256_bytes, write_record
 
 SCHEMA_ID = "haet/subset-manifest/v1"
 TEST_SPLIT_NOTE = (
@@ -156,16 +153,8 @@ def make_manifest(spec: SubsetSpec, run: int = 0) -> dict:
     }
 
 
-def _schema() -> dict:
-    return json.loads(resources.files("haet.schemas").joinpath("subset-manifest.schema.json").read_text())
-
-
 def validate_manifest(manifest: dict, where: str = "manifest") -> None:
-    try:
-        jsonschema.validate(manifest, _schema())
-    except jsonschema.ValidationError as exc:
-        location = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
-        raise DataError(f"{where}: not a valid subset manifest at {location}: {exc.message}") from None
+    check_schema(manifest, "subset-manifest.schema.json", "subset manifest", where)
 
 
 def write_manifest(manifest: dict, path: str | Path) -> dict:

@@ -181,6 +181,16 @@ def train(config: TrainConfig, subset: Subset, on_epoch: Callable[[dict], None] 
         eval_s += time.perf_counter() - start
         return accuracy
 
+    def curve_point() -> dict:
+        return {
+            "epoch": epoch,
+            "steps": steps,
+            "train_s": round(train_s, 3),
+            "train_loss": last_loss,
+            "val_acc": validate(),
+            "lr": optimizer.param_groups[0]["lr"],
+        }
+
     model.train()
     try:
         while stopped_by is None:
@@ -195,6 +205,8 @@ def train(config: TrainConfig, subset: Subset, on_epoch: Callable[[dict], None] 
             epoch_images = 0
             last_check = epoch_start
             for step_in_epoch, (inputs, targets) in enumerate(pipeline.epoch()):
+                # cosine_time anneals towards whichever budget ends first: seconds or epochs
+                time_progress = 0.0
                 if budget.seconds is not None:
                     spent_s = (
                         time.perf_counter() - budget_start
@@ -202,8 +214,9 @@ def train(config: TrainConfig, subset: Subset, on_epoch: Callable[[dict], None] 
                         else train_s + time.perf_counter() - epoch_start
                     )
                     time_progress = spent_s / budget.seconds
-                else:
-                    time_progress = (epoch + step_in_epoch / steps_per_epoch) / budget.max_epochs
+                if budget.max_epochs is not None:
+                    epoch_progress = (epoch + step_in_epoch / steps_per_epoch) / budget.max_epochs
+                    time_progress = max(time_progress, epoch_progress)
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(config, epoch, step_in_epoch / steps_per_epoch, time_progress)
                 # the whole training step
@@ -233,14 +246,7 @@ def train(config: TrainConfig, subset: Subset, on_epoch: Callable[[dict], None] 
             last_loss = (loss_sum / max(epoch_images, 1)).item()
             evaluate_now = budget.mode == "competition" or (full_epoch and epoch % budget.eval_every_epochs == 0)
             if evaluate_now:
-                point = {
-                    "epoch": epoch,
-                    "steps": steps,
-                    "train_s": round(train_s, 3),
-                    "train_loss": last_loss,
-                    "val_acc": validate(),
-                    "lr": optimizer.param_groups[0]["lr"],
-                }
+                point = curve_point()
                 curve.append(point)
                 if on_epoch is not None:
                     on_epoch(point | {"budget_s": budget.seconds, "max_epochs": budget.max_epochs})
@@ -256,16 +262,7 @@ def train(config: TrainConfig, subset: Subset, on_epoch: Callable[[dict], None] 
         sync(device)
 
     if not curve or curve[-1]["steps"] != steps:
-        curve.append(
-            {
-                "epoch": epoch,
-                "steps": steps,
-                "train_s": round(train_s, 3),
-                "train_loss": last_loss,
-                "val_acc": validate(),
-                "lr": optimizer.param_groups[0]["lr"],
-            }
-        )
+        curve.append(curve_point())
     best = max(curve, key=lambda point: point["val_acc"])
     config_dict = config.to_dict()
     return {

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
 from datetime import UTC, datetime
-from importlib import metadata, resources
+from importlib import metadata
 from pathlib import Path
 
-import jsonschema
 import torch
 
-from haet import HaetError, __version__
-from haet.files import read_record, write_record
+from haet import __version__
+from haet.files import check_schema, read_record, write_record
 
 CONTAINER_VARIABLES = ("HAET_CONTAINER_ID", "APPTAINER_CONTAINER", "SINGULARITY_CONTAINER")
 PACKAGES = ("torch", "torchvision", "numpy", "PyNomadBBO", "haet")
@@ -72,16 +70,8 @@ def provenance(device: str) -> dict:
     }
 
 
-def _schema() -> dict:
-    return json.loads(resources.files("haet.schemas").joinpath("run-record.schema.json").read_text())
-
-
 def validate_record(record: dict, where: str = "run record") -> None:
-    try:
-        jsonschema.validate(record, _schema())
-    except jsonschema.ValidationError as exc:
-        location = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
-        raise HaetError(f"{where}: not a valid run record at {location}: {exc.message}") from None
+    check_schema(record, "run-record.schema.json", "run record", where)
 
 
 def write_run_record(body: dict, path: str | Path) -> dict:
