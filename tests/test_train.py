@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -239,3 +245,43 @@ def test_paper_transform_order():
     names = [type(step).__name__ for step in train_transform("paper", "paper", 32).transforms]
     assert names == ["RandomCrop", "RandomHorizontalFlip", "AutoAugment", "ToTensor", "Cutout", "Normalize"]
     assert train_transform("paper", "paper", 32).transforms[-1].std == (0.2023, 0.1994, 0.2010)
+
+
+def test_ctrl_c_at_the_terminal_writes_a_record_marked_interrupted(tmp_path):
+    """SIGINT to the whole process group, as a terminal sends it: DataLoader workers get it too."""
+    manifest = tmp_path / "subset.json"
+    write_manifest(make_manifest(SubsetSpec("digits", train_per_class=60, val_per_class=20)), manifest)
+    out = tmp_path / "run.json"
+    command = [
+        sys.executable,
+        "-m",
+        "haet",
+        "train",
+        "--manifest",
+        str(manifest),
+        "--out",
+        str(out),
+        "--model",
+        "ResNet18",
+        "--width",
+        "0.25",
+        "--batch-size",
+        "64",
+        "--augment",
+        "paper",
+        "--budget-s",
+        "300",
+        "--workers",
+        "2",
+    ]
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    progress, deadline = b"", time.monotonic() + 120
+    while b"val_acc" not in progress and time.monotonic() < deadline:  # the bar shows the first epoch's accuracy
+        if select.select([process.stderr], [], [], 1.0)[0]:
+            progress += os.read(process.stderr.fileno(), 4096)
+    os.killpg(process.pid, signal.SIGINT)
+    process.communicate(timeout=120)
+    assert process.returncode == 130
+    record = read_run_record(out)
+    assert record["status"] == "interrupted" and record["budget"]["stopped_by"] == "interrupt"
+    assert record["metrics"]["epochs"] >= 1
