@@ -250,30 +250,9 @@ SEARCH_KEYS = {
 }
 
 
-def baseline_from_records(paths: list[str], base) -> float:
-    """Mean val_acc_final of the base model's screening records (each verified against its hash)."""
-    from haet.train import read_run_record
-
-    accuracies = []
-    wanted = (base.name, base.depth, base.width, base.resolution)
-    for path in paths:
-        record = read_run_record(path)
-        model = record["model"]
-        if (model["name"], model["depth"], model["width"], model["resolution"]) != wanted:
-            raise HaetError(
-                f"{path}: a baseline record must be of the search's base model {base.name} at depth {base.depth}, "
-                f"width {base.width}, resolution {base.resolution}, not {model['name']} at depth "
-                f"{model['depth']}, width {model['width']}, resolution {model['resolution']}"
-            )
-        accuracies.append(record["metrics"]["val_acc_final"])
-    return sum(accuracies) / len(accuracies)
-
-
 def cmd_search(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from haet.files import sha256_file, write_atomic
     from haet.search import HpoProblem, NasProblem, SearchSettings, run_search
+    from haet.search.problems import baseline_accuracy
 
     config = merged_config(args)
     search = dict(config.get("search") or {})
@@ -298,7 +277,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     }
     if args.kind == "nas":
         if args.baseline_records:
-            search["baseline_acc"] = baseline_from_records(args.baseline_records, base.model)
+            search["baseline_acc"] = baseline_accuracy(args.baseline_records, base.model)
         if search.get("baseline_acc") is None:
             raise HaetError(
                 "NAS needs the baseline accuracy: --baseline-acc, search.baseline_acc, or "
@@ -310,39 +289,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         problem = HpoProblem(base, args.manifest, args.out_dir, **common)
     result = run_search(problem, settings, args.out_dir, new_log_if_changed=args.new_log_if_changed)
-    best = result.best
-    provenance = {
-        "search_kind": args.kind,
-        "summary_sha256": sha256_file(result.summary_path),
-        "evaluations": len(result.evaluations),
-    }
-    if best is not None:
-        chosen = problem.best_config(best)
-        provenance |= {
-            "best_index": best["index"],
-            "best_point": best["point"],
-            "accuracy": best["accuracy"],
-            "accuracies": best["accuracies"],
-            "records": best["records"],
-            "macs": best.get("macs"),
-        }
-    elif args.kind == "nas":
-        chosen = base  # no smaller model met the baseline: keep the unscaled one, and say so
-        provenance["fallback"] = "no feasible point: the unscaled baseline model is kept"
-    else:
-        raise HaetError(f"no HPO evaluation trained successfully; see {Path(args.out_dir) / 'history.csv'}")
-    if args.kind == "nas":
-        provenance["baseline_acc"] = search["baseline_acc"]
-    best_path = Path(args.out_dir) / "best.yaml"
-    write_atomic(best_path, yaml.safe_dump(chosen.to_dict() | {"provenance": provenance}, sort_keys=False))
-    # tuned.yaml: only what the search chose, for later stages to layer over their own configs
-    chosen_dict = chosen.to_dict()
-    tuned = (
-        {"model": chosen_dict["model"]}
-        if args.kind == "nas"
-        else {"recipe": {key: chosen_dict["recipe"][key] for key in ("optimizer", "lr", "weight_decay", "batch_size")}}
-    )
-    write_atomic(Path(args.out_dir) / "tuned.yaml", yaml.safe_dump(tuned | {"provenance": provenance}, sort_keys=False))
+    provenance = problem.write_choice(result, args.out_dir)
     counts = {
         state: sum(entry["status"] == state for entry in result.evaluations)
         for state in ("trained", "answered", "failed")
@@ -352,7 +299,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         f"{counts['answered']} answered without training, {counts['failed']} failed; "
         f"{result.replayed} replayed from the log)"
     )
-    print(f"best: {provenance.get('fallback') or provenance['best_point']} -> {best_path}")
+    print(f"best: {provenance.get('fallback') or provenance['best_point']} -> {args.out_dir}/best.yaml")
     return 130 if result.status == "interrupted" else 0
 
 

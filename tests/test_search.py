@@ -145,6 +145,10 @@ def test_a_training_process_that_kills_itself_is_a_failed_evaluation(tmp_path, d
     result = run_search(problem, SearchSettings(max_evaluations=3, seed=0), tmp_path)
     assert [entry["status"] for entry in result.evaluations] == ["failed"] * len(result.evaluations)
     assert "exit code -11" in result.evaluations[0]["reason"] and result.best is None
+    # with no feasible point, NAS keeps the screened model and says so
+    problem.write_choice(result, tmp_path)
+    best = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert best["model"]["width"] == 0.25 and "no feasible point" in best["provenance"]["fallback"]
 
 
 def test_hpo_decodes_points_as_the_paper_did():

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from haet import HaetError
-from haet.files import sha256_file
+from haet.files import sha256_file, write_atomic
 from haet.models import ModelError, input_size
 from haet.models.cost import model_cost
 from haet.search.space import SearchError, Variable
@@ -73,6 +73,23 @@ def with_overrides(defaults: list[Variable], overrides: dict | None) -> list[Var
     for variable in variables:
         variable.check()
     return variables
+
+
+def baseline_accuracy(paths: list[str], base: ModelSpec) -> float:
+    """Mean val_acc_final of the base model's screening records (each read back against its hash)."""
+    wanted = (base.name, base.depth, base.width, base.resolution)
+    accuracies = []
+    for path in paths:
+        record = read_run_record(path)
+        model = record["model"]
+        if (model["name"], model["depth"], model["width"], model["resolution"]) != wanted:
+            raise SearchError(
+                f"{path}: a baseline record must be of the search's base model {base.name} at depth {base.depth}, "
+                f"width {base.width}, resolution {base.resolution}, not {model['name']} at depth "
+                f"{model['depth']}, width {model['width']}, resolution {model['resolution']}"
+            )
+        accuracies.append(record["metrics"]["val_acc_final"])
+    return statistics.fmean(accuracies)
 
 
 def training_command(manifest: Path, config: Path, out: Path) -> list[str]:
@@ -157,6 +174,36 @@ class TrainingProblem:
             errors = [item for item in outcomes[offset] if isinstance(item, str)]
             results.append(errors[0] if errors else outcomes[offset])
         return results
+
+    def write_choice(self, result, out_dir: str | Path) -> dict:
+        """best.yaml (the chosen training config) and tuned.yaml (only what the search chose), with provenance."""
+        provenance = {
+            "search_kind": self.kind,
+            "summary_sha256": sha256_file(result.summary_path),
+            "evaluations": len(result.evaluations),
+        }
+        best = result.best
+        if best is not None:
+            chosen = self.best_config(best)
+            provenance |= {
+                "best_index": best["index"],
+                "best_point": best["point"],
+                "accuracy": best["accuracy"],
+                "accuracies": best["accuracies"],
+                "records": best["records"],
+                "macs": best.get("macs"),
+            }
+        else:
+            chosen = self.fallback_config(Path(out_dir))
+            provenance["fallback"] = "no feasible point: the unscaled baseline model is kept"
+        provenance |= self.extra_provenance()
+        out_dir = Path(out_dir)
+        write_atomic(
+            out_dir / "best.yaml", yaml.safe_dump(chosen.to_dict() | {"provenance": provenance}, sort_keys=False)
+        )
+        tuned = self.tuned_sections(chosen.to_dict()) | {"provenance": provenance}
+        write_atomic(out_dir / "tuned.yaml", yaml.safe_dump(tuned, sort_keys=False))
+        return provenance
 
     @staticmethod
     def trained_fields(records: list[tuple[str, dict]]) -> dict:
@@ -264,6 +311,16 @@ class NasProblem(TrainingProblem):
     def best_config(self, entry: dict) -> TrainConfig:
         return self.config_at(entry["point"])
 
+    def fallback_config(self, out_dir: Path) -> TrainConfig:
+        return self.base  # no smaller model met the baseline: keep the screened one, and say so
+
+    def extra_provenance(self) -> dict:
+        return {"baseline_acc": self.baseline_acc}
+
+    @staticmethod
+    def tuned_sections(config: dict) -> dict:
+        return {"model": config["model"]}
+
 
 class HpoProblem(TrainingProblem):
     kind = "hpo"
@@ -327,3 +384,13 @@ class HpoProblem(TrainingProblem):
 
     def best_config(self, entry: dict) -> TrainConfig:
         return self.config_at(entry["point"])
+
+    def fallback_config(self, out_dir: Path) -> TrainConfig:
+        raise SearchError(f"no HPO evaluation trained successfully; see {out_dir / 'history.csv'}")
+
+    def extra_provenance(self) -> dict:
+        return {}
+
+    @staticmethod
+    def tuned_sections(config: dict) -> dict:
+        return {"recipe": {key: config["recipe"][key] for key in ("optimizer", "lr", "weight_decay", "batch_size")}}
