@@ -121,3 +121,12 @@ def test_paper_config_plans_all_17_models_over_ten_runs(tmp_path):
     assert result.returncode == 0, output[-3000:]
     assert jobs_run(output)["screen"] == 170
     assert '"width": 0.25' not in output  # the paper study replaces the default one; it does not merge into it
+
+
+def test_forcerun_until_and_named_targets_plan_as_snakemake_users_expect(study, tmp_path):
+    forced = snakemake(study, "-n", "--forcerun", "table1")
+    assert jobs_run(forced.stdout + forced.stderr) == {"all": 1, "table1": 1}
+    until = snakemake(tmp_path, "-n", "--until", "rank_screening")
+    assert set(jobs_run(until.stdout + until.stderr)) == {"subset", "screen", "rank_screening"}
+    named = snakemake(tmp_path, "-n", "results/default/tables/table1.md")
+    assert set(jobs_run(named.stdout + named.stderr)) == {"subset", "screen", "table1"}
