@@ -29,6 +29,13 @@ def logged_points(out_dir: Path) -> list[list[float]]:
     return [json.loads(line)["point"] for line in lines]
 
 
+def wait_for_evaluations(log: Path, count: int) -> None:
+    """Poll a running search's log until it holds more than `count` lines (header included), for at most 60 s."""
+    deadline = time.monotonic() + 60
+    while not (log.exists() and len(log.read_text().splitlines()) > count) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("constraint", ["EB", "PB"])
 def test_nomad_finds_the_constrained_optimum_over_a_real_and_an_integer(tmp_path, constraint):
     problem = ConstrainedQuadratic(constraint=constraint)
@@ -60,10 +67,7 @@ def test_a_killed_search_resumes_on_the_same_path_without_redoing_work(tmp_path)
     subprocess.run([sys.executable, SCRIPT, str(reference), "40"], check=True, capture_output=True)
     crashed = tmp_path / "crashed"
     harness = subprocess.Popen([sys.executable, SCRIPT, str(crashed), "40", "0.05"])
-    log = crashed / "evaluations.jsonl"
-    deadline = time.monotonic() + 60
-    while not (log.exists() and len(log.read_text().splitlines()) > 12) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_evaluations(crashed / "evaluations.jsonl", 12)
     harness.kill()  # SIGKILL: no clean-up of any kind
     harness.wait()
     done_before = len(logged_points(crashed))
@@ -78,9 +82,7 @@ def test_ctrl_c_stops_after_the_current_evaluation_with_a_consistent_log(tmp_pat
     out = tmp_path / "search"
     harness = subprocess.Popen([sys.executable, SCRIPT, str(out), "40", "0.2"])
     log = out / "evaluations.jsonl"
-    deadline = time.monotonic() + 60
-    while not (log.exists() and len(log.read_text().splitlines()) > 3) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_evaluations(log, 3)
     harness.send_signal(signal.SIGINT)
     assert harness.wait(timeout=30) == 130
     entries = [json.loads(line) for line in log.read_text().splitlines()[1:]]
