@@ -65,11 +65,14 @@ def test_default_pipeline_writes_every_table_with_the_expected_rows(study, monke
     assert main(["report", "audit", *map(str, sorted(tables.glob("*.json")))]) == 0
 
 
-def test_nas_models_have_fewer_macs_than_their_baselines(study):
+def test_nas_models_are_smaller_than_their_baselines_or_say_why_not(study):
     rows = read_record(study / "results" / "default" / "tables" / "table2a.json")["rows"]
-    for row in rows:
-        if row["variant"] == "NAS":
-            assert row["macs_vs_baseline"] < 0
+    nas_rows = [row for row in rows if row["variant"] == "NAS"]
+    for row in nas_rows:
+        best = yaml.safe_load((study / "results" / "default" / "nas" / row["model"] / "best.yaml").read_text())
+        # a search whose few evaluations met no feasible point keeps the screened model, and says so
+        assert row["macs_vs_baseline"] < 0 or "no feasible point" in best["provenance"]["fallback"]
+    assert any(row["macs_vs_baseline"] < 0 for row in nas_rows)  # the demo does compress
 
 
 def test_an_unchanged_rerun_does_nothing(study):
