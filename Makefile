@@ -11,7 +11,19 @@ STUDY ?= default
 # Rules call `haet`: the venv's bin goes first on PATH for every command below.
 RUN := PATH="$(CURDIR)/$(BIN):$$PATH"
 
-.PHONY: reproduce test lint bench container clean
+# The image (containers/README.md). The defaults are the local route: the debootstrap base that
+# containers/podman-setup.sh makes, and torch from PyPI. For the V100 image: BASE_IMAGE=python@sha256:<digest>
+# TORCH_INDEX=https://download.pytorch.org/whl/cu126 ENGINE=docker.
+ENGINE ?= podman
+IMAGE ?= localhost/haet:0.1.0
+BASE_IMAGE ?= localhost/debian-min:bookworm
+TORCH_INDEX ?= https://pypi.org/simple
+# A CA bundle for pip inside the build (a TLS-inspecting proxy's); passed as a build secret, not kept in the image.
+PIP_CERT_FILE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
+comma := ,
+GIT_DIRTY = $(shell test -z "$$(git status --porcelain 2>/dev/null)" && echo false || echo true)
+
+.PHONY: reproduce test lint bench image container clean
 
 $(STAMP): pyproject.toml envs/requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,10 +48,15 @@ bench: $(STAMP)
 	$(RUN) python -m pytest tests/test_benchmarks.py --benchmark-enable --benchmark-columns=mean,stddev,ops
 	$(RUN) haet bench
 
-# Needs a Docker engine and Apptainer (not on CI): the image, then the .sif the Snakefile's container: names.
-container:
-	docker build -f containers/Dockerfile -t haet:0.1.0 .
-	apptainer build --force containers/haet.sif docker-daemon://haet:0.1.0
+image:
+	$(ENGINE) build --network host -f containers/Dockerfile -t $(IMAGE) \
+		--build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg TORCH_INDEX=$(TORCH_INDEX) \
+		--build-arg HAET_GIT_COMMIT=$$(git rev-parse HEAD) --build-arg HAET_GIT_DIRTY=$(GIT_DIRTY) \
+		$(if $(PIP_CERT_FILE),--secret id=pip_cert$(comma)src=$(PIP_CERT_FILE)) .
+
+# Apptainer's image for clusters, from the image in the local Docker engine (needs apptainer).
+container: image
+	apptainer build --force containers/haet.sif docker-daemon://$(IMAGE)
 
 clean:
 	rm -rf results/*/ .snakemake

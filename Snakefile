@@ -2,6 +2,7 @@
 #   snakemake --cores all                                          # the embedded default study
 #   snakemake --cores all --configfile workflow/config/paper.yaml  # the paper's protocol
 import json
+import os
 import shlex
 from pathlib import Path
 
@@ -20,10 +21,28 @@ if not workflow.config_settings.configfiles:
 
 validate(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 
-# The image rules run in with `--sdm apptainer` (ignored otherwise, so the same workflow runs natively).
-# Default: containers/haet.sif, built by `make container`; set a digest-pinned docker://...@sha256:... in the
-# config so an image change is visible to Snakemake's rerun triggers.
-container: config.get("container") or "containers/haet.sif"
+# Where rules run (the `container` section): natively (engine none), in the image through the Docker Engine API
+# (docker: every command is prefixed with `haet container run`), or in Apptainer when Snakemake runs with
+# --sdm apptainer (apptainer: a digest-pinned docker://...@sha256:... or a .sif, whose digest the records name).
+CONTAINER = {"engine": "none", "image": None, "socket": None, "gpus": "auto", "allow_mixed_images": False} | config.get(
+    "container", {}
+)
+in_apptainer = "apptainer" in {str(method).lower() for method in workflow.deployment_settings.deployment_method}
+if in_apptainer != (CONTAINER["engine"] == "apptainer"):
+    raise ValueError(
+        f"container.engine is {CONTAINER['engine']} but Snakemake runs "
+        + ("with" if in_apptainer else "without")
+        + " --sdm apptainer: use the two together (container.engine: apptainer with an image), or neither"
+    )
+if in_apptainer:  # Apptainer passes the host's environment in: the run records name the pinned digest from these
+    os.environ.update(
+        HAET_CONTAINER_IMAGE=CONTAINER["image"], HAET_CONTAINER_IMAGE_DIGEST=CONTAINER["image"].partition("@")[2]
+    )
+
+
+# The image the rules are made for. Only --sdm apptainer acts on it; engine docker runs its image through
+# `haet container run`, and engine none runs natively (the guard above keeps the two from being mixed).
+container: CONTAINER["image"] if in_apptainer else f"docker://{CONTAINER['image'] or 'localhost/haet:0.1.0'}"
 
 
 include: "workflow/rules/common.smk"
@@ -33,6 +52,20 @@ include: "workflow/rules/nas.smk"
 include: "workflow/rules/augment.smk"
 include: "workflow/rules/hpo.smk"
 include: "workflow/rules/final.smk"
+
+
+# Rankings, tables and subsets are light: on a cluster they run where Snakemake runs, not as jobs.
+localrules:
+    all,
+    subset,
+    final_subset,
+    rank_screening,
+    rank_augment,
+    table1,
+    table2a,
+    table2,
+    table3,
+    table4,
 
 
 # `make reproduce` audits the tables after this (`haet report audit`); the audit stays out of the DAG so that

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 
 import yaml
@@ -316,7 +317,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from haet.report.tables import audit, make_table, rank
 
     if args.report_command == "table":
-        table = make_table(args.kind, _groups(args.group), args.out_prefix)
+        table = make_table(args.kind, _groups(args.group), args.out_prefix, args.allow_mixed_images)
         print(
             f"{args.out_prefix}.md: {len(table['rows'])} rows from "
             f"{sum(len(row['sources']) for row in table['rows'])} run records"
@@ -336,6 +337,42 @@ def cmd_report(args: argparse.Namespace) -> int:
                 print(f"  {problem}")
         return 1 if failed else 0
     return 0
+
+
+def _container_spec(args: argparse.Namespace):
+    from pathlib import Path
+
+    from haet.containers import ContainerSpec
+
+    if not args.socket:
+        raise HaetError("no container engine socket: give --socket unix:///... or set HAET_CONTAINER_SOCKET")
+    return ContainerSpec(
+        image=args.image,
+        socket=args.socket,
+        workdir=Path.cwd(),
+        data_roots=tuple(Path(root) for root in getattr(args, "data_root", [])),
+        gpus=getattr(args, "gpus", "auto"),
+    )
+
+
+def cmd_container(args: argparse.Namespace) -> int:
+    from haet import containers
+
+    spec = _container_spec(args)
+    if args.container_command == "info":
+        client = containers.connect(spec.socket)
+        identity = containers.engine_identity(client) | containers.image_identity(client, spec.image)
+        for key, value in identity.items():
+            print(f"{key}: {value}")
+        return 0
+    command = args.haet_args[1:] if args.haet_args[:1] == ["--"] else args.haet_args
+    if not command:
+        raise HaetError("haet container run: give the haet command after --, e.g. -- train --manifest ...")
+    try:
+        return containers.run(spec, command)
+    except containers.StageFailed as exc:
+        print(f"haet: error: {exc}", file=sys.stderr)
+        return exc.exit_status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -427,6 +464,22 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--seed", type=int, help="NOMAD's seed")
     search.set_defaults(handler=cmd_search)
 
+    container = commands.add_parser("container", help="run a haet command inside the pinned image (Docker API)")
+    container_commands = container.add_subparsers(dest="container_command", required=True)
+    for name, text in (("run", "run `haet ARGS` in the image"), ("info", "the engine and the image's digest")):
+        sub = container_commands.add_parser(name, help=text)
+        sub.add_argument("--image", required=True, help="image reference, e.g. localhost/haet:0.1.0")
+        sub.add_argument(
+            "--socket",
+            default=os.environ.get("HAET_CONTAINER_SOCKET"),
+            help="Docker API socket, unix:///... (default: $HAET_CONTAINER_SOCKET)",
+        )
+        sub.set_defaults(handler=cmd_container)
+        if name == "run":
+            sub.add_argument("--data-root", action="append", default=[], help="mounted read-only; repeatable")
+            sub.add_argument("--gpus", default="auto", choices=["auto", "all", "none"])
+            sub.add_argument("haet_args", nargs=argparse.REMAINDER, help="-- then the haet command and its options")
+
     report = commands.add_parser("report", help="result tables from run records, and their audit")
     report_commands = report.add_subparsers(dest="report_command", required=True)
     table = report_commands.add_parser("table", help="one table as PREFIX.json, PREFIX.csv and PREFIX.md")
@@ -440,6 +493,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a row: its label (MODEL or MODEL|VARIANT) and its run records",
     )
     table.add_argument("--out-prefix", required=True)
+    table.add_argument(
+        "--allow-mixed-images",
+        action="store_true",
+        help="runs from different images (or native runs) may share the table; the audit then accepts it",
+    )
     table.set_defaults(handler=cmd_report)
     ranking = report_commands.add_parser("rank", help="rank groups of runs by mean final accuracy (JSON)")
     ranking.add_argument("--group", nargs="+", action="append", required=True, metavar=("LABEL", "RECORD"))

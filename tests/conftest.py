@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,27 @@ needs_real_cifar = pytest.mark.skipif(
     not (CIFAR_FOLDER / "train").is_dir(),
     reason=f"real CIFAR-10 ImageFolder not found at {CIFAR_FOLDER} (only present on the project's machines)",
 )
+
+
+def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The workflow as a user runs it, from the repository's Snakefile, in workdir, with this venv's tools."""
+    bin_dir = Path(sys.executable).parent
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(workdir)} | (env or {})
+    command = [str(bin_dir / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "-d", str(workdir)]
+    return subprocess.run(command + list(args), env=env, capture_output=True, text=True, check=False)
+
+
+def jobs_run(output: str) -> dict[str, int]:
+    """The 'Job stats' table Snakemake prints: rule -> number of jobs."""
+    lines = output.splitlines()
+    start = lines.index("Job stats:") + 3  # title, header, rule line
+    stats = {}
+    for line in lines[start:]:
+        name, count = line.split()
+        if name == "total":
+            return stats
+        stats[name] = int(count)
+    raise AssertionError("no total line in the job stats")
 
 
 def random_images(rng: np.random.Generator, count: int, size: int) -> np.ndarray:

@@ -4,38 +4,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, jobs_run, snakemake
 
 from haet.cli import main
 from haet.files import read_record
 
 TABLE_ROWS = {"table1": 3, "table2a": 4, "table2": 4, "table3": 2, "table4": 1}
-
-
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    bin_dir = Path(sys.executable).parent
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(workdir)}
-    command = [str(bin_dir / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "-d", str(workdir)]
-    return subprocess.run(command + list(args), env=env, capture_output=True, text=True, check=False)
-
-
-def jobs_run(output: str) -> dict[str, int]:
-    """The 'Job stats' table Snakemake prints: rule -> number of jobs."""
-    lines = output.splitlines()
-    start = lines.index("Job stats:") + 3  # title, header, rule line
-    stats = {}
-    for line in lines[start:]:
-        name, count = line.split()
-        if name == "total":
-            return stats
-        stats[name] = int(count)
-    raise AssertionError("no total line in the job stats")
 
 
 @pytest.fixture(scope="module")
@@ -111,11 +90,41 @@ def test_broken_config_gets_a_schema_error_naming_the_key(tmp_path):
     assert "modelz" in output and "models" in output
 
 
-def test_slurm_profile_plans_gpu_jobs_in_a_dry_run(tmp_path):
-    result = snakemake(tmp_path, "-n", "--workflow-profile", str(REPO / "profiles" / "slurm"))
+def test_slurm_profile_plans_gpu_jobs_in_the_image_in_a_dry_run(tmp_path):
+    image = "docker://registry.example.org/haet@sha256:" + "0" * 64
+    (tmp_path / "image.yaml").write_text(yaml.safe_dump({"container": {"engine": "apptainer", "image": image}}))
+    # Apptainer is not installed here; Snakemake only asks a stand-in for its version while it plans
+    stand_in = tmp_path / "bin" / "apptainer"
+    stand_in.parent.mkdir()
+    stand_in.write_text('#!/bin/sh\n[ "$1" = --version ] && echo "apptainer version 1.3.6" && exit 0\nexit 1\n')
+    stand_in.chmod(0o755)
+    default = str(REPO / "workflow" / "config" / "default.yaml")
+    profile = ["-n", "--workflow-profile", str(REPO / "profiles" / "slurm")]
+    path = {"PATH": f"{stand_in.parent}:{Path(sys.executable).parent}:/usr/bin:/bin"}
+    result = snakemake(tmp_path, *profile, "--configfile", default, str(tmp_path / "image.yaml"), env=path)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
+    assert f"Singularity image {image} will be pulled" in output
     assert "profiles/slurm" in output and "slurm_partition=" in output and "gpu=1" in output
+    native = snakemake(tmp_path, *profile, env=path)  # the profile's Apptainer with a study that runs natively
+    assert native.returncode != 0
+    assert "container.engine is none but Snakemake runs with --sdm apptainer" in native.stdout + native.stderr
+
+
+def test_engine_docker_prefixes_every_command_and_needs_an_image(tmp_path):
+    config = yaml.safe_load((REPO / "workflow" / "config" / "default.yaml").read_text())
+    config["container"] = {"engine": "docker", "image": "localhost/haet:0.1.0", "socket": "unix:///run/e.sock"}
+    (tmp_path / "docker.yaml").write_text(yaml.safe_dump(config))
+    planned = snakemake(tmp_path, "-n", "-p", "--configfile", str(tmp_path / "docker.yaml"))
+    output = planned.stdout + planned.stderr
+    assert planned.returncode == 0, output[-3000:]
+    commands = [line for line in output.splitlines() if line.startswith("Shell command:")]
+    prefix = "Shell command: haet container run --image localhost/haet:0.1.0 --gpus auto --socket unix:///run/e.sock --"
+    assert commands and all(line.startswith(prefix) for line in commands)
+    del config["container"]["image"]
+    (tmp_path / "docker.yaml").write_text(yaml.safe_dump(config))
+    refused = snakemake(tmp_path, "-n", "--configfile", str(tmp_path / "docker.yaml"))
+    assert refused.returncode != 0 and "'image' is a required property" in refused.stdout + refused.stderr
 
 
 def test_paper_config_plans_all_17_models_over_ten_runs(tmp_path):

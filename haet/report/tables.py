@@ -37,11 +37,38 @@ COLUMNS = [
     "macs_vs_baseline",
     "params_vs_baseline",
     "paper",
+    "image",
 ]
 OPTIMISM_NOTE = (
     "val_acc_best_optimistic_mean is the mean of each run's best epoch on the validation images: "
     "selecting on them makes it optimistic. The paper's numbers are of that kind; compare them with it."
 )
+
+
+def image_of(record: dict) -> str:
+    """Where a run ran, as one short name: `native`, or the engine and the image's content digest."""
+    container = record["provenance"]["container"]
+    if container["engine"] == "none":
+        return "native"
+    return f"{container['engine']} {container['image_digest'] or container['image']}"
+
+
+def _short_image(images: set[str]) -> str:
+    if len(images) > 1:
+        return "mixed"
+    engine, _, digest = next(iter(images)).partition(" ")
+    return engine if not digest else f"{engine} {digest.removeprefix('sha256:')[:12]}"
+
+
+def image_problems(table: dict, records: list[dict]) -> list[str]:
+    """A table whose runs came from different images, or from an image and a native venv, unless allowed."""
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[image_of(record)] = counts.get(image_of(record), 0) + 1
+    if len(counts) < 2 or table.get("allow_mixed_images"):
+        return []
+    listed = ", ".join(f"{image} ({n} runs)" for image, n in sorted(counts.items()))
+    return [f"runs come from different images: {listed}; rerun them in one, or set container.allow_mixed_images"]
 
 
 def summarize(label: str, records: list[tuple[str, dict]]) -> dict:
@@ -72,6 +99,7 @@ def summarize(label: str, records: list[tuple[str, dict]]) -> dict:
         "val_acc_best_optimistic_mean": statistics.fmean(bests),
         "params": first["model"]["params"],
         "macs": first["model"]["macs"],
+        "image": _short_image({image_of(record) for _, record in records}),
         "sources": [{"path": path, "content_sha256": record["content_sha256"]} for path, record in records],
     }
 
@@ -132,7 +160,9 @@ def render_csv(table: dict) -> str:
     return buffer.getvalue()
 
 
-def make_table(kind: str, groups: dict[str, list[str]], out_prefix: str | Path) -> dict:
+def make_table(
+    kind: str, groups: dict[str, list[str]], out_prefix: str | Path, allow_mixed_images: bool = False
+) -> dict:
     """Read every group's run records (hash-checked), summarise, and write PREFIX.json, .csv and .md."""
     if kind not in TITLES:
         raise HaetError(f"unknown table {kind!r}; tables: {', '.join(TITLES)}")
@@ -142,6 +172,8 @@ def make_table(kind: str, groups: dict[str, list[str]], out_prefix: str | Path) 
         notes.append("Validation images were drawn from the dataset's test split, as in the paper.")
     if any(r["status"] != "complete" for records in loaded.values() for _, r in records):
         notes.append("Some runs were interrupted; their accuracies are included as recorded.")
+    if allow_mixed_images:
+        notes.append("The study allows runs from different images (or native runs) in one table: see `image`.")
     table = {
         "schema": SCHEMA,
         "kind": kind,
@@ -149,6 +181,7 @@ def make_table(kind: str, groups: dict[str, list[str]], out_prefix: str | Path) 
         "columns": COLUMNS,
         "rows": build_rows(kind, loaded),
         "notes": notes,
+        "allow_mixed_images": allow_mixed_images,
     }
     prefix = Path(out_prefix)
     table = write_record(prefix.with_suffix(".json"), table)
@@ -199,9 +232,9 @@ def audit(table_path: str | Path) -> list[str]:
         groups[row["label"]] = paths
     if problems:
         return problems
-    expected = build_rows(
-        table["kind"], {label: [(p, read_run_record(p)) for p in paths] for label, paths in groups.items()}
-    )
+    loaded = {label: [(p, read_run_record(p)) for p in paths] for label, paths in groups.items()}
+    problems += image_problems(table, [record for records in loaded.values() for _, record in records])
+    expected = build_rows(table["kind"], loaded)
     for row, again in zip(table["rows"], expected, strict=True):
         for column in COLUMNS:
             if row.get(column) != again.get(column):

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 
 from haet import __version__
+from haet.containers import container_provenance
 from haet.files import check_schema, read_record, write_record
 
-CONTAINER_VARIABLES = ("HAET_CONTAINER_ID", "APPTAINER_CONTAINER", "SINGULARITY_CONTAINER")
 PACKAGES = ("torch", "torchvision", "numpy", "PyNomadBBO", "haet")
 
 
@@ -50,14 +50,17 @@ def provenance(device: str) -> dict:
     """Where and with what a run ran: versions, commit, hardware, container."""
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain") if commit else None  # untracked source counts: HEAD lacks it
+    dirty = None if status is None else bool(status)
+    if commit is None:  # an installed image has no .git: its build recorded the commit it was built from
+        commit = os.environ.get("HAET_GIT_COMMIT") or None
+        dirty = {"true": True, "false": False}.get(os.environ.get("HAET_GIT_DIRTY", ""))
     on_cuda = device.startswith("cuda")
-    container = next((os.environ[name] for name in CONTAINER_VARIABLES if os.environ.get(name)), None)
     return {
         "haet_version": __version__,
         "packages": {package: _version(package) for package in PACKAGES},
         "python": platform.python_version(),
         "git_commit": commit,
-        "git_dirty": None if status is None else bool(status),
+        "git_dirty": dirty,
         "device": device,
         "device_name": torch.cuda.get_device_name(torch.device(device)) if on_cuda else _cpu_name(),
         "cuda_version": torch.version.cuda if on_cuda else None,
@@ -65,7 +68,7 @@ def provenance(device: str) -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "hostname": platform.node(),
-        "container_id": container,
+        "container": container_provenance(),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 

@@ -5,13 +5,14 @@ rule augment_run:
     output:
         AUGMENT_RUN,
     params:
+        haet=HAET,
         config=as_json(config["augment"]["train"]),
     resources:
         gpu=1,
     log:
         f"{OUT}/logs/augment/{{model}}-{{recipe}}-run{{run}}.log",
     shell:
-        "haet train --quiet --manifest {input.manifest} --config {input.best} --config {params.config:q} "
+        "{params.haet} train --quiet --manifest {input.manifest} --config {input.best} --config {params.config:q} "
         "--augment {wildcards.recipe} --out {output} > {log} 2>&1"
 
 
@@ -21,11 +22,12 @@ checkpoint rank_augment:
     output:
         f"{OUT}/augment/ranking.json",
     params:
+        haet=HAET,
         groups=lambda wildcards: group_args(carry_groups()),
     log:
         f"{OUT}/logs/augment/rank.log",
     shell:
-        "haet report rank {params.groups} --out {output} > {log} 2>&1"
+        "{params.haet} report rank {params.groups} --out {output} > {log} 2>&1"
 
 
 rule table2a:
@@ -34,12 +36,14 @@ rule table2a:
     output:
         multiext(f"{OUT}/tables/table2a", ".json", ".csv", ".md"),
     params:
+        haet=HAET,
+        mixed_images=MIXED_IMAGES,
         groups=lambda wildcards: group_args(table2a_groups()),
         prefix=table_prefix,
     log:
         f"{OUT}/logs/tables/table2a.log",
     shell:
-        "haet report table table2a {params.groups} --out-prefix {params.prefix} > {log} 2>&1"
+        "{params.haet} report table table2a {params.groups} --out-prefix {params.prefix} {params.mixed_images} > {log} 2>&1"
 
 
 rule table2:
@@ -48,9 +52,11 @@ rule table2:
     output:
         multiext(f"{OUT}/tables/table2", ".json", ".csv", ".md"),
     params:
+        haet=HAET,
+        mixed_images=MIXED_IMAGES,
         groups=lambda wildcards: group_args(table2_groups()),
         prefix=table_prefix,
     log:
         f"{OUT}/logs/tables/table2.log",
     shell:
-        "haet report table table2 {params.groups} --out-prefix {params.prefix} > {log} 2>&1"
+        "{params.haet} report table table2 {params.groups} --out-prefix {params.prefix} {params.mixed_images} > {log} 2>&1"

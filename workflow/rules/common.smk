@@ -6,6 +6,23 @@ FINAL_RUNS = list(range(config["final"]["subsets"]["runs"]))
 MODELS = config["screening"]["models"]
 
 
+def haet_command(container, data_roots):
+    """The prefix every rule's command starts with: `haet`, or `haet container run ... --` for engine docker,
+    which runs the same command inside the image (the working folder read-write, the data roots read-only)."""
+    if container["engine"] != "docker":
+        return "haet"  # none: the venv's haet; apptainer: Snakemake itself wraps the rule (--sdm apptainer)
+    words = ["haet", "container", "run", "--image", container["image"], "--gpus", container["gpus"]]
+    if container.get("socket"):
+        words += ["--socket", container["socket"]]
+    for root in data_roots:
+        words += ["--data-root", root]
+    return shlex.join(words) + " --"
+
+
+HAET = haet_command(CONTAINER, [data["root"] for data in (config["data"], config["final"]["data"]) if data["root"]])
+MIXED_IMAGES = "--allow-mixed-images" if CONTAINER["allow_mixed_images"] else ""
+
+
 def as_json(value):
     """A config section as the inline JSON `haet ... --config` takes (Snakemake tracks it as a param)."""
     return json.dumps(value, sort_keys=True)

@@ -6,6 +6,7 @@ rule final_run:
     output:
         f"{OUT}/final/runs/run{{run}}.json",
     params:
+        haet=HAET,
         carry=CARRY,
         augment=as_json(config["augment"]["train"]),
         final=as_json(config["final"]["train"]),
@@ -14,7 +15,7 @@ rule final_run:
     log:
         f"{OUT}/logs/final/run{{run}}.log",
     shell:
-        "haet train --quiet --manifest {input.manifest} --config {input.nas} --config {params.augment:q} "
+        "{params.haet} train --quiet --manifest {input.manifest} --config {input.nas} --config {params.augment:q} "
         "--config {input.tuned} --config {params.final:q} --augment {params.carry} --out {output} > {log} 2>&1"
 
 
@@ -24,9 +25,11 @@ rule table4:
     output:
         multiext(f"{OUT}/tables/table4", ".json", ".csv", ".md"),
     params:
+        haet=HAET,
+        mixed_images=MIXED_IMAGES,
         groups=lambda wildcards: group_args(table4_groups()),
         prefix=table_prefix,
     log:
         f"{OUT}/logs/tables/table4.log",
     shell:
-        "haet report table table4 {params.groups} --out-prefix {params.prefix} > {log} 2>&1"
+        "{params.haet} report table table4 {params.groups} --out-prefix {params.prefix} {params.mixed_images} > {log} 2>&1"

@@ -8,6 +8,7 @@ rule hpo:
         history=f"{OUT}/hpo/history.csv",
         summary=f"{OUT}/hpo/summary.json",
     params:
+        haet=HAET,
         carry=CARRY,
         augment=as_json(config["augment"]["train"]),
         config=as_json(config["hpo"]["train"] | {"search": config["hpo"]["search"]}),
@@ -18,7 +19,7 @@ rule hpo:
     log:
         f"{OUT}/logs/hpo/search.log",
     shell:
-        "haet search hpo --quiet --config {input.nas} --config {params.augment:q} --config {params.config:q} "
+        "{params.haet} search hpo --quiet --config {input.nas} --config {params.augment:q} --config {params.config:q} "
         "--augment {params.carry} {params.manifests} --out-dir {params.out_dir} --new-log-if-changed > {log} 2>&1"
 
 
@@ -30,6 +31,7 @@ rule hpo_run:
     output:
         f"{OUT}/hpo/runs/run{{run}}.json",
     params:
+        haet=HAET,
         carry=CARRY,
         augment=as_json(config["augment"]["train"]),
     resources:
@@ -37,7 +39,7 @@ rule hpo_run:
     log:
         f"{OUT}/logs/hpo/run{{run}}.log",
     shell:
-        "haet train --quiet --manifest {input.manifest} --config {input.nas} --config {params.augment:q} "
+        "{params.haet} train --quiet --manifest {input.manifest} --config {input.nas} --config {params.augment:q} "
         "--config {input.tuned} --augment {params.carry} --out {output} > {log} 2>&1"
 
 
@@ -47,9 +49,11 @@ rule table3:
     output:
         multiext(f"{OUT}/tables/table3", ".json", ".csv", ".md"),
     params:
+        haet=HAET,
+        mixed_images=MIXED_IMAGES,
         groups=lambda wildcards: group_args(table3_groups()),
         prefix=table_prefix,
     log:
         f"{OUT}/logs/tables/table3.log",
     shell:
-        "haet report table table3 {params.groups} --out-prefix {params.prefix} > {log} 2>&1"
+        "{params.haet} report table table3 {params.groups} --out-prefix {params.prefix} {params.mixed_images} > {log} 2>&1"

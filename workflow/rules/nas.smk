@@ -8,6 +8,7 @@ rule nas:
         history=f"{OUT}/nas/{{model}}/history.csv",
         summary=f"{OUT}/nas/{{model}}/summary.json",
     params:
+        haet=HAET,
         config=as_json(config["screening"]["train"] | {"search": config["nas"]["search"]}),
         manifests=" ".join(f"--manifest {path}" for path in NAS_MANIFESTS),
         out_dir=output_folder,
@@ -16,5 +17,5 @@ rule nas:
     log:
         f"{OUT}/logs/nas/{{model}}.log",
     shell:
-        "haet search nas --quiet --config {params.config:q} --model {wildcards.model} {params.manifests} "
+        "{params.haet} search nas --quiet --config {params.config:q} --model {wildcards.model} {params.manifests} "
         "--out-dir {params.out_dir} --new-log-if-changed --baseline-records {input.baseline} > {log} 2>&1"

@@ -4,13 +4,14 @@ rule screen:
     output:
         SCREENING_RUN,
     params:
+        haet=HAET,
         config=as_json(config["screening"]["train"]),
     resources:
         gpu=1,
     log:
         f"{OUT}/logs/screening/{{model}}-run{{run}}.log",
     shell:
-        "haet train --quiet --manifest {input.manifest} --config {params.config:q} --model {wildcards.model} "
+        "{params.haet} train --quiet --manifest {input.manifest} --config {params.config:q} --model {wildcards.model} "
         "--out {output} > {log} 2>&1"
 
 
@@ -20,11 +21,12 @@ checkpoint rank_screening:
     output:
         f"{OUT}/screening/ranking.json",
     params:
+        haet=HAET,
         groups=group_args(SCREENING_GROUPS),
     log:
         f"{OUT}/logs/screening/rank.log",
     shell:
-        "haet report rank {params.groups} --out {output} > {log} 2>&1"
+        "{params.haet} report rank {params.groups} --out {output} > {log} 2>&1"
 
 
 rule table1:
@@ -33,9 +35,11 @@ rule table1:
     output:
         multiext(f"{OUT}/tables/table1", ".json", ".csv", ".md"),
     params:
+        haet=HAET,
+        mixed_images=MIXED_IMAGES,
         groups=group_args(SCREENING_GROUPS),
         prefix=table_prefix,
     log:
         f"{OUT}/logs/tables/table1.log",
     shell:
-        "haet report table table1 {params.groups} --out-prefix {params.prefix} > {log} 2>&1"
+        "{params.haet} report table table1 {params.groups} --out-prefix {params.prefix} {params.mixed_images} > {log} 2>&1"

@@ -2,19 +2,21 @@ rule subset:
     output:
         f"{OUT}/subsets/run{{run}}.json",
     params:
+        haet=HAET,
         config=as_json({"data": config["data"], "subsets": config["subsets"]}),
     log:
         f"{OUT}/logs/subsets/run{{run}}.log",
     shell:
-        "haet data subset --config {params.config:q} --run {wildcards.run} --out {output} > {log} 2>&1"
+        "{params.haet} data subset --config {params.config:q} --run {wildcards.run} --out {output} > {log} 2>&1"
 
 
 rule final_subset:
     output:
         f"{OUT}/final/subsets/run{{run}}.json",
     params:
+        haet=HAET,
         config=as_json({"data": config["final"]["data"], "subsets": config["final"]["subsets"]}),
     log:
         f"{OUT}/logs/final/subset-run{{run}}.log",
     shell:
-        "haet data subset --config {params.config:q} --run {wildcards.run} --out {output} > {log} 2>&1"
+        "{params.haet} data subset --config {params.config:q} --run {wildcards.run} --out {output} > {log} 2>&1"

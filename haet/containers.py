@@ -1,0 +1,248 @@
+"""Run one `haet` command inside the pinned image through the Docker Engine API (Docker, or Podman's service).
+
+The study's working folder is mounted read-write at its own path and every data root read-only at its own path,
+so the paths Snakemake passes mean the same inside and out. The command runs as the host's uid:gid, with no
+network, and the container is removed afterwards whatever happens. What the image is (its content digest) and
+which engine ran it go into the container's environment, where the run record's provenance picks them up.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urlparse
+
+from haet import HaetError
+
+GPU_CHOICES = ("auto", "all", "none")
+# Passed from the host into the container when set: which GPUs a job was given, and thread limits.
+FORWARDED_VARIABLES = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# The init an engine starts as PID 1 with `init=True`: Podman's (catatonit) and Docker's (tini).
+INITS = ("podman-init", "catatonit", "docker-init", "tini")
+STOP_GRACE_S = 30  # after forwarding SIGTERM/SIGINT, how long the command gets to write its record
+TAIL_LINES = 20
+
+
+class ContainerError(HaetError):
+    """The engine or the image failed us; the message names the fix."""
+
+
+class StageFailed(ContainerError):
+    """The command ran in the container and exited non-zero; the CLI exits with the same status."""
+
+    def __init__(self, message: str, exit_status: int):
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    image: str
+    socket: str  # unix:///path/to/docker.sock (Docker) or the socket of `podman system service`
+    workdir: Path  # mounted read-write at its own path; the command runs there
+    data_roots: tuple[Path, ...] = field(default=())  # mounted read-only at their own paths
+    gpus: str = "auto"  # auto: pass every GPU through when the host has one
+
+
+def _socket_path(socket: str) -> Path:
+    parsed = urlparse(socket)
+    if parsed.scheme != "unix":
+        raise ContainerError(f"container socket {socket!r} is not a unix:// address (e.g. unix:///var/run/docker.sock)")
+    return Path(parsed.path)
+
+
+def connect(socket: str):  # -> docker.DockerClient
+    """A client for the engine on `socket`, checked to answer; one-line errors for the two ways it does not."""
+    import docker
+    import docker.errors
+
+    path = _socket_path(socket)
+    if not path.exists():
+        raise ContainerError(
+            f"no container engine socket at {path}: start Docker, or Podman's API with "
+            f"`podman system service --time=0 {socket} &` (containers/podman-setup.sh does it), or set container.socket"
+        )
+    try:
+        client = docker.DockerClient(base_url=socket, timeout=30)
+        client.ping()
+    except (docker.errors.DockerException, OSError) as exc:
+        raise ContainerError(
+            f"nothing answers on {socket} ({type(exc).__name__}): the engine behind the socket is not running; "
+            "restart it (`systemctl start docker`, or rerun containers/podman-setup.sh)"
+        ) from None
+    client.api.timeout = None  # a stage may print nothing for a long time; its log stream must not time out
+    return client
+
+
+def engine_identity(client) -> dict:
+    """The engine's name (docker or podman) and version, from its /version endpoint."""
+    version = client.version()
+    names = " ".join(component.get("Name", "") for component in version.get("Components") or [])
+    return {"engine": "podman" if "podman" in names.lower() else "docker", "engine_version": version.get("Version")}
+
+
+def image_identity(client, image: str) -> dict:
+    """The image's content digest: its repo digest where it has one, else its image id."""
+    import docker.errors
+
+    try:
+        found = client.images.get(image)
+    except docker.errors.ImageNotFound:
+        raise ContainerError(
+            f"image {image} is not in the engine: build it with `make image IMAGE={image}` "
+            "(containers/README.md) or pull it"
+        ) from None
+    except docker.errors.APIError as exc:
+        raise ContainerError(f"the engine could not look up image {image}: {exc.explanation or exc}") from None
+    repo_digests = found.attrs.get("RepoDigests") or []
+    digest = repo_digests[0].rpartition("@")[2] if repo_digests else found.id
+    return {"image": image, "image_digest": digest, "image_id": found.id}
+
+
+def _launched_by_haet() -> bool:
+    """True in a container `run` started: an engine's init is PID 1 and runs haet. (Marker files such as
+    /.dockerenv are not enough: some hosts are themselves built from images and carry one.)"""
+    try:
+        argv = Path("/proc/1/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return os.path.basename(argv[0]).decode(errors="replace") in INITS and b"haet" in argv[1:]
+
+
+def container_provenance() -> dict:
+    """What the current process runs in, for the run record: the engine and image the launcher passed in, an
+    Apptainer image, or `none`. The variables alone are not believed: the container's own marker must exist."""
+    engine = os.environ.get("HAET_CONTAINER_ENGINE")
+    if engine:
+        if not _launched_by_haet():
+            raise HaetError("HAET_CONTAINER_ENGINE is set but this process is not in a container: unset it")
+        return {
+            "engine": engine,
+            "engine_version": os.environ.get("HAET_CONTAINER_ENGINE_VERSION") or None,
+            "image": os.environ.get("HAET_CONTAINER_IMAGE") or None,
+            "image_digest": os.environ.get("HAET_CONTAINER_IMAGE_DIGEST") or None,
+        }
+    apptainer_image = os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER")
+    if apptainer_image and Path("/.singularity.d").is_dir():
+        return {
+            "engine": "apptainer",
+            "engine_version": None,
+            "image": os.environ.get("HAET_CONTAINER_IMAGE") or apptainer_image,
+            "image_digest": os.environ.get("HAET_CONTAINER_IMAGE_DIGEST") or None,  # set from a digest-pinned ref
+        }
+    return {"engine": "none", "engine_version": None, "image": None, "image_digest": None}
+
+
+def _host_has_gpu() -> bool:
+    return Path("/dev/nvidiactl").exists()
+
+
+def _gpu_options(gpus: str, engine: str) -> dict:
+    import docker.types
+
+    if gpus not in GPU_CHOICES:
+        raise ContainerError(f"container gpus must be one of {', '.join(GPU_CHOICES)}, got {gpus!r}")
+    if gpus == "none" or (gpus == "auto" and not _host_has_gpu()):
+        return {}
+    if engine == "podman":  # Podman passes GPUs as a CDI device (nvidia-ctk cdi generate on the host)
+        return {"devices": ["nvidia.com/gpu=all"]}
+    return {"device_requests": [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]}
+
+
+def _mounts(spec: ContainerSpec) -> dict:
+    workdir = spec.workdir.resolve()
+    volumes = {str(workdir): {"bind": str(workdir), "mode": "rw"}}
+    for root in spec.data_roots:
+        if not root.exists():
+            raise ContainerError(f"data root {root} does not exist: fix data.root (or final.data.root) in the config")
+        resolved = root.resolve()
+        if not resolved.is_relative_to(workdir):  # inside the working folder it is mounted already
+            volumes[str(resolved)] = {"bind": str(resolved), "mode": "ro"}
+    return volumes
+
+
+def run(spec: ContainerSpec, args: list[str], output: BinaryIO | None = None) -> int:
+    """Run `haet ARGS` in the image; stream its output; return its exit status. Ctrl-C and SIGTERM reach it."""
+    import docker.errors
+    import requests
+
+    output = output or sys.stdout.buffer
+    client = connect(spec.socket)
+    engine = engine_identity(client)
+    identity = image_identity(client, spec.image)
+    environment = {name: os.environ[name] for name in FORWARDED_VARIABLES if name in os.environ}
+    environment |= {
+        "HOME": "/tmp",  # the host's uid has no home in the image
+        "HAET_CONTAINER_ENGINE": engine["engine"],
+        "HAET_CONTAINER_ENGINE_VERSION": engine["engine_version"] or "",
+        "HAET_CONTAINER_IMAGE": spec.image,
+        "HAET_CONTAINER_IMAGE_DIGEST": identity["image_digest"],
+    }
+    try:
+        container = client.containers.create(
+            identity["image_id"],
+            command=list(args),
+            user=f"{os.getuid()}:{os.getgid()}",
+            working_dir=str(spec.workdir.resolve()),
+            volumes=_mounts(spec),
+            environment=environment,
+            network_mode="none",  # nothing downloads at run time
+            init=True,  # an init as PID 1 passes SIGTERM/SIGINT on to haet
+            shm_size="1g",  # DataLoader workers share batches through /dev/shm
+            labels={"org.haet.command": " ".join(args)[:200]},
+            **_gpu_options(spec.gpus, engine["engine"]),
+        )
+    except docker.errors.APIError as exc:
+        raise ContainerError(f"the engine refused to create the container: {exc.explanation or exc}") from None
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+
+    def forward(signum, frame):
+        with contextlib.suppress(docker.errors.APIError):  # it may have exited already
+            container.kill(signal=signal.Signals(signum).name)
+
+    handlers = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        container.start()
+        pending = b""
+        for chunk in container.logs(stream=True, follow=True):
+            output.write(chunk)
+            output.flush()
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            tail.extend(line.decode(errors="replace") for line in lines)
+        if pending:
+            tail.append(pending.decode(errors="replace"))
+        status = _wait(container)
+    except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+        explanation = getattr(exc, "explanation", None) or exc
+        raise ContainerError(f"the engine failed while running the container: {explanation}") from None
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        with contextlib.suppress(docker.errors.APIError):  # already gone
+            container.remove(force=True)
+    if status not in (0, 130):
+        last = " | ".join(line.strip() for line in tail if line.strip())[-600:]
+        command = " ".join(itertools.takewhile(lambda word: not word.startswith("-"), args))
+        raise StageFailed(
+            f"`haet {command}` failed inside {spec.image} with exit status {status}; last lines: {last}",
+            status,
+        )
+    return status
+
+
+def _wait(container) -> int:
+    import requests
+
+    try:
+        return container.wait(timeout=STOP_GRACE_S)["StatusCode"]
+    except requests.exceptions.RequestException:  # still running after its output closed: stop it
+        container.kill()
+        return container.wait(timeout=STOP_GRACE_S)["StatusCode"]

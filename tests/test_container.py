@@ -1,0 +1,276 @@
+"""Stages in the pinned image through the Docker Engine API, on a real engine.
+
+The fixtures install and configure Podman with containers/podman-setup.sh, build the local base and the project
+image with `make image` (Podman's layer cache makes an unchanged rebuild take seconds), and run the default
+study's jobs in the image through Snakemake. Where Podman cannot be set up the tests fail with the reason.
+HAET_SKIP_CONTAINER_TESTS=1 skips them (a developer's switch; CI never sets it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, snakemake
+
+from haet import HaetError
+from haet.cli import main
+from haet.containers import container_provenance
+from haet.files import read_record
+
+IMAGE = "localhost/haet:test"
+HAET = [sys.executable, "-m", "haet"]
+# Fields of a run record that may differ between two runs of the same seeds: wall-clock timings and provenance.
+TIMING_KEYS = {"train_s", "eval_s", "setup_s", "longest_step_s", "images_per_s", "budget_elapsed_s"}
+DIGITS_SUBSET = ["--dataset", "digits", "--train-per-class", "100", "--val-per-class", "30"]
+IDENTITY_KEYS = {"provenance", "content_sha256"}  # the hash covers the provenance
+
+
+def _say(request, line: str) -> None:
+    request.config.pluginmanager.getplugin("terminalreporter").write_line(f"[container] {line}")
+
+
+@pytest.fixture(scope="session")
+def engine(request) -> dict:
+    """Podman installed, configured for this machine and serving the Docker API: the variables to reach it."""
+    if os.environ.get("HAET_SKIP_CONTAINER_TESTS") == "1":
+        pytest.skip("HAET_SKIP_CONTAINER_TESTS=1: the developer's switch for the container tests")
+    start = time.perf_counter()
+    result = subprocess.run(
+        ["bash", str(REPO / "containers" / "podman-setup.sh")], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(f"containers/podman-setup.sh could not set up Podman: {result.stderr.strip()[-1500:]}")
+    variables = dict(
+        line.removeprefix("export ").split("=", 1) for line in result.stdout.splitlines() if line.startswith("export ")
+    )
+    _say(request, f"podman set up in {time.perf_counter() - start:.0f} s, API at {variables['HAET_CONTAINER_SOCKET']}")
+    return variables
+
+
+@pytest.fixture(scope="session")
+def image(request, engine) -> str:
+    start = time.perf_counter()
+    env = os.environ | {"CONTAINERS_CONF": engine["CONTAINERS_CONF"]}
+    result = subprocess.run(
+        ["make", "-C", str(REPO), "image", f"IMAGE={IMAGE}", f"BASE_IMAGE={engine['HAET_BASE_IMAGE']}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"make image failed: {(result.stdout + result.stderr).strip()[-3000:]}")
+    info = _haet("container", "info", "--image", IMAGE, "--socket", engine["HAET_CONTAINER_SOCKET"])
+    assert info.returncode == 0, info.stderr
+    _say(request, f"image {IMAGE} built in {time.perf_counter() - start:.0f} s; " + info.stdout.replace("\n", "; "))
+    return IMAGE
+
+
+def test_a_native_run_says_so_and_container_variables_outside_a_container_are_refused(monkeypatch):
+    for name in ("HAET_CONTAINER_ENGINE", "APPTAINER_CONTAINER", "SINGULARITY_CONTAINER"):
+        monkeypatch.delenv(name, raising=False)
+    assert container_provenance() == {"engine": "none", "engine_version": None, "image": None, "image_digest": None}
+    monkeypatch.setenv("HAET_CONTAINER_ENGINE", "podman")
+    monkeypatch.setenv("HAET_CONTAINER_IMAGE_DIGEST", "sha256:" + "0" * 64)
+    with pytest.raises(HaetError, match="HAET_CONTAINER_ENGINE is set but this process is not in a container"):
+        container_provenance()
+    monkeypatch.delenv("HAET_CONTAINER_ENGINE")
+    monkeypatch.setenv("APPTAINER_CONTAINER", "/images/haet.sif")  # no /.singularity.d here: not believed
+    assert container_provenance()["engine"] == "none"
+
+
+def _haet(*args: str, cwd: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([*HAET, *args], capture_output=True, text=True, check=False, cwd=cwd, **kwargs)
+
+
+def _study_config(engine: dict | None, path: Path) -> Path:
+    """The default study with epoch budgets (the trainer is deterministic there on CPU), two models and fewer
+    search evaluations, so that running it twice fits in CI."""
+    config = yaml.safe_load((REPO / "workflow" / "config" / "default.yaml").read_text())
+    config["screening"]["models"] = ["ResNet18", "SENet18"]
+    config["screening"]["train"]["budget"] = {"seconds": None, "max_epochs": 1, "eval_every_epochs": 1}
+    for section in ("augment", "hpo", "final"):
+        config[section]["train"] = config[section]["train"] | {"budget": {"seconds": None, "max_epochs": 1}}
+    config["nas"]["search"]["max_evaluations"] = 3
+    config["hpo"]["search"]["max_evaluations"] = 2
+    if engine:
+        config["container"] = {
+            "engine": "docker",
+            "image": IMAGE,
+            "socket": engine["HAET_CONTAINER_SOCKET"],
+            "gpus": "none",
+            "allow_mixed_images": False,
+        }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def studies(request, engine, image, tmp_path_factory) -> dict[str, Path]:
+    """The same study twice, from the same seeds: every job in the image, and natively."""
+    workdirs = {}
+    for name, settings in (("container", engine), ("native", None)):
+        workdir = tmp_path_factory.mktemp(name)
+        config = _study_config(settings, workdir / "study.yaml")
+        start = time.perf_counter()
+        result = snakemake(workdir, "--cores", "2", "--configfile", str(config))
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+        _say(request, f"default study ({name}) in {time.perf_counter() - start:.0f} s")
+        workdirs[name] = workdir
+    return workdirs
+
+
+def _run_records(workdir: Path) -> dict[str, dict]:
+    """Every run record of a study (screening, search evaluations, augment, HPO and final runs) by path."""
+    results = workdir / "results" / "default"
+    paths = [path for path in sorted(results.rglob("*.json")) if '"schema": "haet/run-record/v1"' in path.read_text()]
+    return {str(path.relative_to(results)): read_record(path) for path in paths}
+
+
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if k not in TIMING_KEYS | IDENTITY_KEYS}
+    if isinstance(value, list):
+        return [_without_timings(item) for item in value]
+    return value
+
+
+def test_every_record_of_the_study_names_one_image_digest(request, studies, engine):
+    records = _run_records(studies["container"])
+    assert len(records) >= 20  # screening, NAS evaluations, augment, HPO and final runs
+    containers = {json.dumps(record["provenance"]["container"], sort_keys=True) for record in records.values()}
+    assert len(containers) == 1, containers
+    container = json.loads(containers.pop())
+    assert container["engine"] == "podman" and container["image"] == IMAGE
+    assert container["image_digest"].startswith("sha256:") and container["engine_version"]
+    provenance = next(iter(records.values()))["provenance"]
+    assert provenance["git_commit"] and provenance["python"]  # from the image's build arguments and its Python
+    _say(request, "provenance of a record from the image: " + json.dumps(provenance, sort_keys=True))
+
+
+def test_the_container_tables_pass_the_audit_and_name_the_image(studies, monkeypatch):
+    monkeypatch.chdir(studies["container"])
+    tables = sorted((studies["container"] / "results" / "default" / "tables").glob("*.json"))
+    assert len(tables) == 5
+    assert main(["report", "audit", *map(str, tables)]) == 0
+    for table in tables:
+        assert all(row["image"].startswith("podman ") for row in read_record(table)["rows"])
+
+
+def test_container_records_equal_native_ones_apart_from_timings_and_provenance(request, studies):
+    container, native = _run_records(studies["container"]), _run_records(studies["native"])
+    assert container.keys() == native.keys()
+    for name in container:
+        assert _without_timings(container[name]) == _without_timings(native[name]), name
+    assert {record["provenance"]["container"]["engine"] for record in native.values()} == {"none"}
+    _say(request, f"{len(container)} run records equal natively and in the image, apart from timings and provenance")
+
+
+def test_a_table_mixing_the_image_and_a_native_run_fails_the_audit_unless_allowed(studies, tmp_path, capsys):
+    from_image = studies["container"] / "results" / "default" / "screening" / "ResNet18" / "run0.json"
+    from_venv = studies["native"] / "results" / "default" / "screening" / "ResNet18" / "run1.json"
+    group = ["--group", "ResNet18", str(from_image), str(from_venv)]
+    assert main(["report", "table", "table1", *group, "--out-prefix", str(tmp_path / "mixed")]) == 0
+    assert read_record(tmp_path / "mixed.json")["rows"][0]["image"] == "mixed"
+    assert main(["report", "audit", str(tmp_path / "mixed.json")]) == 1
+    assert "runs come from different images: native (1 runs), podman sha256:" in capsys.readouterr().out
+    allowed = ["--out-prefix", str(tmp_path / "allowed"), "--allow-mixed-images"]
+    assert main(["report", "table", "table1", *group, *allowed]) == 0
+    assert main(["report", "audit", str(tmp_path / "allowed.json")]) == 0
+
+
+def _subset(workdir: Path) -> Path:
+    result = _haet("data", "subset", *DIGITS_SUBSET, "--out", "subset.json", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    return workdir / "subset.json"
+
+
+def test_a_stage_failing_inside_says_its_status_and_last_lines(engine, image, tmp_path):
+    socket_url = engine["HAET_CONTAINER_SOCKET"]
+    result = _haet(
+        "container", "run", "--image", image, "--socket", socket_url, "--",
+        "train", "--manifest", "missing.json", "--out", "run.json", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    error = result.stderr.strip().splitlines()[-1]
+    assert "`haet train` failed inside localhost/haet:test with exit status 2; last lines:" in error
+    assert "missing.json" in error
+
+
+@pytest.mark.parametrize(
+    "signum, status, record_status", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, None)]
+)
+def test_ctrl_c_and_sigterm_stop_the_container_and_remove_it(engine, image, tmp_path, signum, status, record_status):
+    manifest = _subset(tmp_path)
+    command = [
+        *HAET, "container", "run", "--image", image, "--socket", engine["HAET_CONTAINER_SOCKET"], "--",
+        "train", "--manifest", manifest.name, "--out", "run.json", "--model", "ResNet18", "--width", "0.25",
+        "--budget-s", "300", "--workers", "0",
+    ]  # fmt: skip
+    launcher = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        seen, deadline = b"", time.monotonic() + 120
+        while b"epoch" not in seen and time.monotonic() < deadline:  # training under way: its progress bar shows
+            seen += os.read(launcher.stdout.fileno(), 4096)
+        assert b"epoch" in seen, seen[-2000:]
+        launcher.send_signal(signum)
+        assert launcher.wait(timeout=60) == status
+    finally:
+        launcher.kill()
+    if record_status:
+        assert read_record(tmp_path / "run.json")["status"] == record_status
+    else:
+        assert not (tmp_path / "run.json").exists()
+    podman = subprocess.run(
+        ["podman", "ps", "--all", "--filter", "label=org.haet.command", "--format", "{{.ID}}"],
+        env=os.environ | {"CONTAINERS_CONF": engine["CONTAINERS_CONF"]},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert podman.stdout.strip() == ""  # removed
+
+
+def test_clear_errors_for_a_missing_socket_a_dead_socket_and_a_missing_image(engine, image, tmp_path):
+    def error(*args: str) -> str:
+        result = _haet("container", "run", *args, "--", "models", cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, lines
+        return lines[0]
+
+    assert "no container engine socket at" in error("--image", image, "--socket", f"unix://{tmp_path}/none.sock")
+    dead = tmp_path / "dead.sock"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(dead))  # bound, never listening: connections are refused
+        assert "nothing answers on" in error("--image", image, "--socket", f"unix://{dead}")
+    live = engine["HAET_CONTAINER_SOCKET"]
+    missing = error("--image", "localhost/haet:absent", "--socket", live)
+    assert "image localhost/haet:absent is not in the engine: build it with `make image" in missing
+    gone = error("--image", image, "--socket", live, "--data-root", str(tmp_path / "nowhere"))
+    assert f"data root {tmp_path / 'nowhere'} does not exist" in gone
+    refused = error("--image", image, "--socket", live, "--gpus", "all")  # GPUs asked for, none on this host
+    assert refused.startswith("haet: error: the engine refused to create the container: ")
+    assert "nvidia.com/gpu=all" in refused  # the engine's own message
+
+
+def test_data_roots_are_read_only_and_the_working_folder_is_writable(engine, image, tmp_path):
+    root, work = tmp_path / "data", tmp_path / "work"
+    root.mkdir()
+    work.mkdir()
+    base = ["container", "run", "--image", image, "--socket", engine["HAET_CONTAINER_SOCKET"], "--data-root", str(root)]
+    into_root = _haet(*base, "--", "data", "subset", *DIGITS_SUBSET, "--out", str(root / "s.json"), cwd=work)
+    assert into_root.returncode != 0 and "Read-only file system" in into_root.stdout + into_root.stderr
+    assert not (root / "s.json").exists()
+    into_work = _haet(*base, "--", "data", "subset", *DIGITS_SUBSET, "--out", "s.json", cwd=work)
+    assert into_work.returncode == 0, into_work.stderr
+    assert (work / "s.json").stat().st_uid == os.getuid()  # written as the host's user
