@@ -23,7 +23,7 @@ PIP_CERT_FILE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 comma := ,
 GIT_DIRTY = $(shell test -z "$$(git status --porcelain 2>/dev/null)" && echo false || echo true)
 
-.PHONY: reproduce test lint bench image container clean
+.PHONY: reproduce resume test lint bench image container clean
 
 $(STAMP): pyproject.toml envs/requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ $(STAMP): pyproject.toml envs/requirements.lock
 reproduce: $(STAMP)
 	$(RUN) snakemake --cores $(CORES)
 	$(RUN) haet report audit results/$(STUDY)/tables/*.json
+
+# After Snakemake was killed (kill -9, a lost terminal): drop its stale lock and go on where it stopped. Run it
+# only when no other Snakemake is working in this folder.
+resume: $(STAMP)
+	$(RUN) snakemake --unlock
+	$(MAKE) reproduce
 
 lint: $(STAMP)
 	$(BIN)/ruff check haet tests

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import sys
+import traceback
 
 import yaml
 
@@ -519,3 +520,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("haet: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        traceback.print_exc()
+        print(
+            "haet: unexpected error (a bug, not your input): please report it with the traceback above",
+            file=sys.stderr,
+        )
+        return 1

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from haet import HaetError
+from haet import HaetError, key_name
 from haet.data.subsets import SubsetSpec
 
 DATA_KEYS = {"dataset", "root", "options"}
@@ -19,6 +19,8 @@ def load_config(path: str | Path) -> dict:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise HaetError(f"{path}: config file not found") from None
+    except OSError as exc:  # a directory, no permission
+        raise HaetError(f"{path}: cannot read this config file ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         raise HaetError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(config, dict):
@@ -30,7 +32,7 @@ def _section(config: dict, name: str, allowed: set[str]) -> dict:
     section = config.get(name) or {}
     if not isinstance(section, dict):
         raise HaetError(f"config section {name!r} must be a mapping")
-    unknown = sorted(set(section) - allowed)
+    unknown = sorted(key_name(key) for key in set(section) - allowed)
     if unknown:
         raise HaetError(f"config key {name}.{unknown[0]} is not known; {name} takes {', '.join(sorted(allowed))}")
     return section

@@ -41,7 +41,12 @@ def sha256_file(path: str | Path) -> str:
 def write_atomic(path: str | Path, text: str) -> Path:
     """Write text to path via a temporary file in the same directory and a rename (all or nothing)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise HaetError(f"{path} is a directory: give a file path to write to")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HaetError(f"cannot make the folder for {path} ({exc.strerror})") from None
     descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
@@ -70,13 +75,20 @@ def write_record(path: str | Path, obj: dict) -> dict:
     return record
 
 
+def _refuse_constant(name: str):
+    # haet writes strict JSON (allow_nan=False): a NaN or Infinity in a record was put there by hand
+    raise json.JSONDecodeError(f"{name} is not a number haet writes", name, 0)
+
+
 def read_record(path: str | Path) -> dict:
     """Read a record written by write_record, refusing one whose content no longer matches its hash."""
     path = Path(path)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
     except FileNotFoundError:
         raise HaetError(f"{path}: no such file") from None
+    except OSError as exc:  # a directory, no permission
+        raise HaetError(f"{path}: cannot be read ({exc.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HaetError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(record, dict) or HASH_FIELD not in record:

@@ -121,6 +121,14 @@ def test_imagefolder_errors(tmp_path):
         load_split("imagefolder", "train", str(tmp_path))
 
 
+def test_a_file_among_the_class_folders_is_named_not_ignored(tmp_path):
+    write_imagefolder(tmp_path, {"a": 1, "b": 1})
+    write_imagefolder(tmp_path, {"a": 1, "b": 1}, split="test")
+    (tmp_path / "train" / "c").write_text("a class that is a file")
+    with pytest.raises(DataError, match=r"train/c is a file where ImageFolder expects only class folders"):
+        load_split("imagefolder", "train", str(tmp_path))
+
+
 def test_truncated_jpeg_is_named(tmp_path):
     write_imagefolder(tmp_path, {"a": 2}, suffix=".jpg")
     broken = tmp_path / "train" / "a" / "0001.jpg"

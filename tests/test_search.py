@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 from analytic_search import ConstrainedQuadratic
@@ -90,6 +92,22 @@ def test_ctrl_c_stops_after_the_current_evaluation_with_a_consistent_log(tmp_pat
     assert read_record(out / "summary.json")["status"] == "interrupted"
 
 
+def test_a_second_search_on_the_same_folder_is_refused_and_names_the_holder(tmp_path):
+    out = tmp_path / "search"
+    first = subprocess.Popen([sys.executable, SCRIPT, str(out), "40", "0.1"])
+    try:
+        wait_for_evaluations(out / "evaluations.jsonl", 2)
+        with pytest.raises(SearchError, match=rf"is in use by another search \(pid {first.pid} on "):
+            run_search(ConstrainedQuadratic(), SearchSettings(max_evaluations=40, seed=3), out)
+    finally:
+        first.kill()
+        first.wait()
+    entries = [json.loads(line) for line in (out / "evaluations.jsonl").read_text().splitlines()[1:]]
+    assert [entry["index"] for entry in entries] == list(range(len(entries)))  # nothing logged twice
+    resumed = run_search(ConstrainedQuadratic(), SearchSettings(max_evaluations=40, seed=3), out)  # lock gone
+    assert resumed.status == "finished"
+
+
 @pytest.mark.parametrize(
     ("fault", "message"),
     [
@@ -126,6 +144,46 @@ def test_bad_parameters_are_refused_in_python_before_nomad_sees_them(tmp_path, v
         run_search(problem, SearchSettings(max_evaluations=5), tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"nomad_timeout_s": -1}, r"search.nomad_timeout_s must be a positive number of seconds, got -1"),
+        ({"max_evaluations": "10"}, r"search.max_evaluations must be an integer >= 1"),
+        ({"block_size": 0}, r"search.block_size must be an integer >= 1"),
+    ],
+)
+def test_search_settings_are_checked_before_any_work(settings, message):
+    with pytest.raises(SearchError, match=message):
+        SearchSettings(**settings)
+
+
+@pytest.mark.parametrize(
+    ("search", "message"),
+    [
+        ({"eval_timeout_s": "soon"}, r"search.eval_timeout_s must be a positive number of seconds"),
+        ({"variables": {"width": 5}}, r"search.variables.width takes a mapping of"),
+        ({"variables": [1]}, r"search.variables must map variable names"),
+    ],
+)
+def test_bad_search_sections_are_one_line_errors_with_no_partial_output(
+    tmp_path, digits_manifest, capsys, search, message
+):
+    config = tmp_path / "search.yaml"
+    config.write_text(yaml.safe_dump({"model": {"name": "ResNet18", "width": 0.25}, "search": search}))
+    out = tmp_path / "out"
+    argv = ["search", "nas", "--config", str(config), "--manifest", str(digits_manifest), "--out-dir", str(out)]
+    assert main([*argv, "--baseline-acc", "0.5"]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_missing_search_manifest_is_a_one_line_error(tmp_path, capsys):
+    argv = ["search", "hpo", "--manifest", str(tmp_path / "none.json"), "--out-dir", str(tmp_path / "out")]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert f"subset manifest {tmp_path / 'none.json'} does not exist" in error and "Traceback" not in error
+
+
 def test_a_log_from_another_search_is_refused(tmp_path):
     run_search(ConstrainedQuadratic(), SearchSettings(max_evaluations=5, seed=3), tmp_path)
     with pytest.raises(SearchError, match=r"belongs to a different search"):
@@ -151,6 +209,71 @@ def test_a_training_process_that_kills_itself_is_a_failed_evaluation(tmp_path, d
     problem.write_choice(result, tmp_path)
     best = yaml.safe_load((tmp_path / "best.yaml").read_text())
     assert best["model"]["width"] == 0.25 and "no feasible point" in best["provenance"]["fallback"]
+
+
+ORPHAN_SCRIPT = """
+import sys
+from pathlib import Path
+import haet.search.problems as problems
+from haet.search import NasProblem, SearchSettings, run_search
+from haet.train import TrainConfig
+
+out = Path(sys.argv[1])
+sleeper = [sys.executable, "-c", "import os, time; print(os.getpid(), flush=True); time.sleep(600)"]
+problems.training_command = lambda manifest, config, record: sleeper
+base = TrainConfig.from_dict({"model": {"name": "ResNet18", "width": 0.25}, "budget": {"seconds": 1}})
+run_search(NasProblem(base, [sys.argv[2]], out, baseline_acc=0.5), SearchSettings(max_evaluations=3), out)
+"""
+
+
+def _training_pid(out: Path) -> int:
+    """The pid a sleeper training printed into its log, once it has."""
+    log = out / "runs" / "eval-0000-subset-0.log"
+    deadline = time.monotonic() + 60
+    while not (log.exists() and log.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return int(log.read_text().split()[0])
+
+
+def _gone(pid: int, within_s: float = 10) -> bool:
+    deadline = time.monotonic() + within_s
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_trainings_die_with_a_search_killed_by_sigkill(tmp_path, digits_manifest):
+    out = tmp_path / "nas"
+    search = subprocess.Popen([sys.executable, "-c", ORPHAN_SCRIPT, str(out), str(digits_manifest)])
+    try:
+        training = _training_pid(out)
+        search.kill()
+        search.wait()
+        assert _gone(training), "the training outlived the search that started it"
+    finally:
+        search.kill()
+
+
+def test_trainings_are_killed_when_the_search_loop_fails(tmp_path, digits_manifest, monkeypatch):
+    sleeper = [sys.executable, "-c", "import os, time; print(os.getpid(), flush=True); time.sleep(600)"]
+    monkeypatch.setattr("haet.search.problems.training_command", lambda manifest, config, out: sleeper)
+    real_sleep, pids = time.sleep, []
+
+    def failing_sleep(seconds):
+        real_sleep(seconds)
+        log = tmp_path / "runs" / "eval-0000-subset-0.log"
+        if log.exists() and log.read_text().strip():
+            pids.append(int(log.read_text().split()[0]))
+            raise RuntimeError("the poll loop broke")
+
+    monkeypatch.setattr("haet.search.problems.time.sleep", failing_sleep)
+    base = TrainConfig.from_dict({"model": {"name": "ResNet18", "width": 0.25}, "budget": {"seconds": 1}})
+    problem = NasProblem(base, [digits_manifest], tmp_path, baseline_acc=0.5)
+    with pytest.raises(RuntimeError, match="the poll loop broke"):
+        run_search(problem, SearchSettings(max_evaluations=3, seed=0), tmp_path)
+    assert pids and _gone(pids[0], within_s=1)
 
 
 def test_hpo_decodes_points_as_the_paper_did():

@@ -89,6 +89,16 @@ def test_edited_manifest_is_refused(tmp_path):
         read_manifest(path)
 
 
+def test_a_hand_edited_manifest_with_a_recomputed_hash_is_called_edited_not_changed_data(tmp_path):
+    manifest = make_manifest(DIGITS)
+    taken = set(manifest["train"]["indices"])
+    manifest["train"]["indices"][0] = next(i for i in range(1000) if i not in taken)  # another image
+    path = tmp_path / "m.json"
+    write_manifest(manifest, path)  # the hash recomputed, as a careful forger would
+    with pytest.raises(DataError, match=r"not what its spec and run draw: the manifest was edited by hand"):
+        load_subset(read_manifest(path))
+
+
 def test_too_few_images_is_a_clear_error_and_writes_nothing(tmp_path):
     out = tmp_path / "m.json"
     code = main(["data", "subset", "--dataset", "digits", "--train-per-class", "126", "--out", str(out)])

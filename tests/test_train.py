@@ -112,6 +112,10 @@ def test_same_seed_and_epoch_budget_give_identical_records(digits, pipeline, aug
         (lambda: ModelSpec(resolution=0.2), r"gives 6x6 inputs; the smallest allowed is 8x8"),
         (lambda: Recipe(augment="autoaugment"), r"unknown augment recipe"),
         (lambda: TrainConfig.from_dict({"recipe": {"learning_rate": 0.1}}), r"recipe.learning_rate is not known"),
+        (lambda: Budget(max_epochs=2, early_stop_acc="x"), r"budget early_stop_acc must be a number in \[0, 1\]"),
+        (lambda: Recipe(label_smoothing="x"), r"label_smoothing must be a number in \[0, 1\)"),
+        (lambda: ModelSpec(name=18), r"model name must be a model's name"),
+        (lambda: TrainConfig.from_dict({"recipe": [1, 2]}), r"config section 'recipe' must be a mapping"),
     ],
 )
 def test_bad_recipes_are_refused_before_training(build, message):

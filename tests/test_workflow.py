@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,7 @@ import yaml
 from conftest import REPO, jobs_run, snakemake
 
 from haet.cli import main
-from haet.files import read_record
+from haet.files import read_record, write_record
 
 TABLE_ROWS = {"table1": 3, "table2a": 4, "table2": 4, "table3": 2, "table4": 1}
 
@@ -79,6 +83,78 @@ def test_an_edited_run_record_fails_the_audit(study, tmp_path, monkeypatch, caps
     assert "edited after it was written" in capsys.readouterr().out
 
 
+@pytest.fixture
+def study_copy(study, tmp_path, monkeypatch) -> Path:
+    """A copy of the default study's results to tamper with, as the working directory."""
+    shutil.copytree(study / "results", tmp_path / "results")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "results" / "default"
+
+
+@pytest.mark.parametrize("suffix", [".md", ".csv"])
+def test_an_edited_table_cell_fails_the_audit(study_copy, capsys, suffix):
+    table = study_copy / "tables" / f"table1{suffix}"
+    text = table.read_text()
+    first_row = text.splitlines()[3 if suffix == ".md" else 1]  # the top model's row
+    edited = first_row.replace("| 1 |", "| 99 |", 1) if suffix == ".md" else "9" + first_row  # its rank
+    assert edited != first_row
+    table.write_text(text.replace(first_row, edited))
+    assert main(["report", "audit", str(study_copy / "tables" / "table1.json")]) == 1
+    assert f"table1{suffix}: differs from what table1.json renders to" in capsys.readouterr().out
+
+
+def test_the_audit_reports_on_every_table_even_after_an_unreadable_one(study_copy, capsys):
+    tables = study_copy / "tables"
+    (tables / "table2.json").write_text("{not json")
+    assert main(["report", "audit", str(tables / "table2.json"), str(tables / "table1.json")]) == 1
+    output = capsys.readouterr().out
+    assert "table2.json: FAILED" in output and "not valid JSON" in output
+    assert "table1.json: ok" in output
+
+
+def test_duplicate_and_interrupted_runs_are_not_counted_and_are_named(study_copy, capsys):
+    screening = study_copy / "screening" / "ResNet18"
+    shutil.copy(screening / "run0.json", screening / "run9.json")  # a byte copy under another run's name
+    interrupted = read_record(screening / "run1.json") | {"status": "interrupted"}
+    write_record(screening / "run8.json", interrupted)
+    paths = [str(screening / f"run{run}.json") for run in (0, 0, 9, 8)]  # run0 listed twice
+    out = study_copy / "tables" / "dup"
+    assert main(["report", "table", "table1", "--group", "ResNet18", *paths, "--out-prefix", str(out)]) == 0
+    row = read_record(out.with_suffix(".json"))["rows"][0]
+    assert row["n"] == 1 and row["val_acc_final_std"] == 0.0
+    assert [item["reason"] for item in row["excluded"]] == [
+        f"duplicate of {paths[0]}",
+        f"duplicate of {paths[0]}",
+        "interrupted",
+    ]
+    assert f"{paths[3]} (interrupted)" in out.with_suffix(".md").read_text()
+    ranking = study_copy / "rank.json"
+    assert main(["report", "rank", "--group", "ResNet18", paths[3], "--out", str(ranking)]) == 2
+    assert "has no complete run to count" in capsys.readouterr().err
+    assert main(["report", "audit", str(out.with_suffix(".json"))]) == 0
+
+
+def test_after_snakemake_is_killed_unlock_and_rerun_finish_the_study(tmp_path):
+    """What `make resume` does: --unlock, then the same run; the profile's rerun-incomplete redoes cut jobs."""
+    bin_dir = Path(sys.executable).parent
+    command = [str(bin_dir / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "-d", str(tmp_path)]
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    killed = subprocess.Popen(
+        [*command, "--cores", "1", "--until", "rank_screening"], env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    log = tmp_path / "results" / "default" / "logs" / "screening"
+    deadline = time.monotonic() + 120
+    while not (log.exists() and any(log.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(killed.pid, signal.SIGKILL)  # Snakemake and the job it was running
+    killed.wait()
+    assert snakemake(tmp_path, "--unlock").returncode == 0
+    again = snakemake(tmp_path, "--cores", "1", "--until", "rank_screening")
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert (tmp_path / "results" / "default" / "screening" / "ranking.json").exists()
+
+
 def test_broken_config_gets_a_schema_error_naming_the_key(tmp_path):
     config = yaml.safe_load((REPO / "workflow" / "config" / "default.yaml").read_text())
     config["screening"]["modelz"] = config["screening"].pop("models")
@@ -88,6 +164,17 @@ def test_broken_config_gets_a_schema_error_naming_the_key(tmp_path):
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "modelz" in output and "models" in output
+
+
+def test_a_model_name_that_is_shell_code_is_refused_before_anything_runs(tmp_path):
+    config = yaml.safe_load((REPO / "workflow" / "config" / "default.yaml").read_text())
+    config["screening"]["models"] = ["ResNet18$(touch${IFS}PWNED)", "ResNet18"]
+    (tmp_path / "hostile.yaml").write_text(yaml.safe_dump(config))
+    for flags in (["-n"], ["--cores", "1", "--until", "subset"]):
+        result = snakemake(tmp_path, *flags, "--configfile", str(tmp_path / "hostile.yaml"))
+        assert result.returncode != 0
+        assert "does not match '^[A-Za-z][A-Za-z0-9_.-]*$'" in result.stdout + result.stderr
+    assert not any(tmp_path.rglob("PWNED"))
 
 
 def test_slurm_profile_plans_gpu_jobs_in_the_image_in_a_dry_run(tmp_path):

@@ -18,7 +18,11 @@ SPLITS = ("train", "test")
 
 
 def list_classes(folder: Path) -> list[str]:
-    return sorted(entry.name for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+    entries = [entry for entry in folder.iterdir() if not entry.name.startswith(".")]
+    stray = sorted(entry.name for entry in entries if not entry.is_dir())
+    if stray:  # a class "folder" that is a file would silently drop a class
+        raise DataError(f"{folder / stray[0]} is a file where ImageFolder expects only class folders; move it away")
+    return sorted(entry.name for entry in entries)
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from haet import __version__
+from haet import HaetError, __version__
 from haet.data import SPLITS, DataError, Split, class_counts, load_split
 from haet.files import canonical_json, check_schema, read_record, sha256_bytes, write_record
 
@@ -168,6 +168,20 @@ def read_manifest(path: str | Path) -> dict:
     return manifest
 
 
+def _edited_selection(manifest: dict, root: str | None) -> bool:
+    """Whether the manifest's indices or seeds differ from what its own spec draws for its run (a hand edit), as
+    opposed to the same draw now hashing differently (the data changed). Run only on the error path."""
+    try:
+        if SubsetSpec(**manifest["spec"]).sha256() != manifest["spec_sha256"]:
+            return True
+        again = make_manifest(SubsetSpec(**(manifest["spec"] | {"root": root})), manifest["run"])
+    except (HaetError, TypeError):
+        return True  # the spec itself no longer describes a draw
+    return any(again[key] != manifest[key] for key in ("subset_seed", "class_names")) or any(
+        again[role]["indices"] != manifest[role]["indices"] for role in ("train", "validation")
+    )
+
+
 def load_subset(manifest: dict, root: str | None = None) -> Subset:
     """The images a manifest names, checked against its sha256: stale or changed data is refused.
 
@@ -183,6 +197,11 @@ def load_subset(manifest: dict, root: str | None = None) -> Subset:
         indices = np.asarray(part["indices"], dtype=np.int64)
         images, labels = split.images(indices), split.labels[indices]
         if _images_digest(images) != part["images_sha256"] or _labels_digest(labels) != part["labels_sha256"]:
+            if _edited_selection(manifest, data_root):
+                raise DataError(
+                    f"the {role} part of this manifest is not what its spec and run draw: the manifest was edited "
+                    "by hand (and its hash recomputed); make it again with `haet data subset`"
+                )
             raise DataError(
                 f"the {role} images of {dataset['name']} at {data_root} are not the ones this manifest was "
                 "made from (sha256 differs): the data changed since; make the manifest again"

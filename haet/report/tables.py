@@ -71,10 +71,28 @@ def image_problems(table: dict, records: list[dict]) -> list[str]:
     return [f"runs come from different images: {listed}; rerun them in one, or set container.allow_mixed_images"]
 
 
+def counted_runs(label: str, records: list[tuple[str, dict]]) -> tuple[list[tuple[str, dict]], list[dict]]:
+    """The runs a row counts, and the ones it leaves out with the reason: an interrupted run, or the same record
+    twice (listed twice, or a byte copy under another name: the same content hash)."""
+    counted, excluded, seen = [], [], {}
+    for path, record in records:
+        if record["content_sha256"] in seen:
+            excluded.append({"path": path, "reason": f"duplicate of {seen[record['content_sha256']]}"})
+        elif record["status"] != "complete":
+            excluded.append({"path": path, "reason": record["status"]})
+        else:
+            counted.append((path, record))
+        seen.setdefault(record["content_sha256"], path)
+    if not counted:
+        reasons = "; ".join(f"{item['path']}: {item['reason']}" for item in excluded) or "none given"
+        raise HaetError(f"table group {label!r} has no complete run to count ({reasons})")
+    return counted, excluded
+
+
 def summarize(label: str, records: list[tuple[str, dict]]) -> dict:
     """One row: the mean and spread of a group of runs of one model spec and recipe."""
-    if not records:
-        raise HaetError(f"table group {label!r} has no run records")
+    sources = [{"path": path, "content_sha256": record["content_sha256"]} for path, record in records]
+    records, excluded = counted_runs(label, records)
     specs = {
         (r["model"]["name"], r["model"]["depth"], r["model"]["width"], r["model"]["resolution"]) for _, r in records
     }
@@ -100,7 +118,8 @@ def summarize(label: str, records: list[tuple[str, dict]]) -> dict:
         "params": first["model"]["params"],
         "macs": first["model"]["macs"],
         "image": _short_image({image_of(record) for _, record in records}),
-        "sources": [{"path": path, "content_sha256": record["content_sha256"]} for path, record in records],
+        "sources": sources,
+        "excluded": excluded,
     }
 
 
@@ -170,24 +189,27 @@ def make_table(
     notes = [OPTIMISM_NOTE]
     if any(r["subset"]["validation_from_test_split"] for records in loaded.values() for _, r in records):
         notes.append("Validation images were drawn from the dataset's test split, as in the paper.")
-    if any(r["status"] != "complete" for records in loaded.values() for _, r in records):
-        notes.append("Some runs were interrupted; their accuracies are included as recorded.")
     if allow_mixed_images:
         notes.append("The study allows runs from different images (or native runs) in one table: see `image`.")
+    rows = build_rows(kind, loaded)
+    left_out = [f"{item['path']} ({item['reason']})" for row in rows for item in row["excluded"]]
+    if left_out:
+        notes.append("Not counted in n, means or ranks: " + ", ".join(left_out) + ".")
     table = {
         "schema": SCHEMA,
         "kind": kind,
         "title": TITLES[kind],
         "columns": COLUMNS,
-        "rows": build_rows(kind, loaded),
+        "rows": rows,
         "notes": notes,
         "allow_mixed_images": allow_mixed_images,
     }
     prefix = Path(out_prefix)
-    table = write_record(prefix.with_suffix(".json"), table)
+    # The .csv and .md are renderings of the .json; the .json goes last, so a crash in between leaves files the
+    # audit finds out of step (it re-renders both and compares) rather than a table that looks finished.
     write_atomic(prefix.with_suffix(".csv"), render_csv(table))
     write_atomic(prefix.with_suffix(".md"), render_markdown(table))
-    return table
+    return write_record(prefix.with_suffix(".json"), table)
 
 
 def rank(groups: dict[str, list[str]], out: str | Path) -> dict:
@@ -203,6 +225,7 @@ def rank(groups: dict[str, list[str]], out: str | Path) -> dict:
                 "val_acc_final_mean": row["val_acc_final_mean"],
                 "n": row["n"],
                 "sources": row["sources"],
+                "excluded": row["excluded"],
             }
             for row in rows
         ],
@@ -211,8 +234,12 @@ def rank(groups: dict[str, list[str]], out: str | Path) -> dict:
 
 
 def audit(table_path: str | Path) -> list[str]:
-    """Problems found re-deriving a table from its records (empty when every number checks out)."""
-    table = read_record(table_path)
+    """Problems found re-deriving a table from its records (empty when every number checks out). An unreadable
+    table is a problem of its own, so that auditing several tables reports on each."""
+    try:
+        table = read_record(table_path)
+    except HaetError as exc:
+        return [str(exc)]
     problems = []
     groups: dict[str, list[str]] = {}
     for row in table["rows"]:
@@ -236,9 +263,24 @@ def audit(table_path: str | Path) -> list[str]:
     problems += image_problems(table, [record for records in loaded.values() for _, record in records])
     expected = build_rows(table["kind"], loaded)
     for row, again in zip(table["rows"], expected, strict=True):
-        for column in COLUMNS:
+        for column in [*COLUMNS, "excluded"]:
             if row.get(column) != again.get(column):
                 problems.append(
                     f"row {row['label']}: {column} is {row.get(column)!r}, records give {again.get(column)!r}"
                 )
+    return problems + rendering_problems(table_path, table)
+
+
+def rendering_problems(table_path: str | Path, table: dict) -> list[str]:
+    """The .md and .csv people read must be exactly the renderings of the audited .json."""
+    problems = []
+    for suffix, render in ((".md", render_markdown), (".csv", render_csv)):
+        path = Path(table_path).with_suffix(suffix)
+        try:
+            on_disk = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            problems.append(f"{path}: cannot be read ({exc.strerror}); rerun the table's rule")
+            continue
+        if on_disk != render(table):
+            problems.append(f"{path}: differs from what {Path(table_path).name} renders to (edited, or out of step)")
     return problems

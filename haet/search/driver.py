@@ -7,13 +7,16 @@ answers the logged ones from memory, and evaluation resumes where it stopped, re
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import math
 import multiprocessing
 import os
 import signal
+import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +29,13 @@ from haet.search.space import SearchError, Variable, nomad_parameters
 STARTUP_ALLOWANCE_S = 60.0
 
 
+def check_seconds(name: str, value: object) -> None:
+    """A duration setting: a positive, finite number of seconds."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if not ok:
+        raise SearchError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     max_evaluations: int = 100
@@ -33,6 +43,15 @@ class SearchSettings:
     block_size: int = 1  # NOMAD points evaluated at once (N trainings in N processes)
     direction_type: str = "ORTHO 2N"  # NOMAD 4.6.0 segfaults with its default ORTHO N+1 QUAD on tied polls
     nomad_timeout_s: float = 300.0  # longest NOMAD may think between evaluations before it counts as hung
+
+    def __post_init__(self) -> None:
+        for name, minimum in (("max_evaluations", 1), ("seed", 0), ("block_size", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise SearchError(f"search.{name} must be an integer >= {minimum}, got {value!r}")
+        if not isinstance(self.direction_type, str) or not self.direction_type.strip():
+            raise SearchError(f"search.direction_type must be a NOMAD direction type, got {self.direction_type!r}")
+        check_seconds("search.nomad_timeout_s", self.nomad_timeout_s)
 
 
 class Problem(Protocol):
@@ -120,11 +139,40 @@ def format_outputs(outputs: list[float]) -> str:
     return " ".join(repr(float(value)) for value in outputs)
 
 
+@contextlib.contextmanager
+def search_lock(out_dir: Path):
+    """Hold out_dir for one search at a time. flock is released by the kernel when the holder dies (even by
+    kill -9), so a crashed search never leaves a stale lock; the file names the holder for the message."""
+    path = out_dir / ".search.lock"
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 -- held open for the lock's whole life
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise SearchError(
+                f"{out_dir} is in use by another search ({holder}); wait for it to finish or stop it first"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
 def run_search(
     problem: Problem, settings: SearchSettings, out_dir: str | Path, new_log_if_changed: bool = False
 ) -> SearchResult:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with search_lock(out_dir):
+        return _run_locked(problem, settings, out_dir, new_log_if_changed)
+
+
+def _run_locked(problem: Problem, settings: SearchSettings, out_dir: Path, new_log_if_changed: bool) -> SearchResult:
     parameters = nomad_parameters(
         problem.variables,
         problem.output_types,

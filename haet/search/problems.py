@@ -12,7 +12,11 @@ Ctrl-C there cannot take the search down), and the point's accuracy is the mean 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
+import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -25,8 +29,11 @@ from haet import HaetError
 from haet.files import sha256_file, write_atomic
 from haet.models import ModelError, input_size
 from haet.models.cost import model_cost
+from haet.search.driver import check_seconds
 from haet.search.space import SearchError, Variable
 from haet.train import ModelSpec, TrainConfig, read_run_record
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 # Paper's NAS bounds (the authors' ResNet-18 code) with resolution from 0.25: their 0.03 gives 0-pixel inputs.
 NAS_VARIABLES = [
@@ -58,6 +65,8 @@ NOT_TRAINED_CONSTRAINT = 1.0  # what an answered-without-training NAS point repo
 def with_overrides(defaults: list[Variable], overrides: dict | None) -> list[Variable]:
     """The default variables with {name: {lower, upper, x0, granularity}} changes applied."""
     overrides = overrides or {}
+    if not isinstance(overrides, dict):
+        raise SearchError(f"search.variables must map variable names to settings, got {overrides!r}")
     unknown = sorted(set(overrides) - {variable.name for variable in defaults})
     if unknown:
         raise SearchError(f"unknown search variable {unknown[0]!r}; variables: {', '.join(v.name for v in defaults)}")
@@ -65,6 +74,10 @@ def with_overrides(defaults: list[Variable], overrides: dict | None) -> list[Var
     variables = []
     for variable in defaults:
         change = overrides.get(variable.name) or {}
+        if not isinstance(change, dict):
+            raise SearchError(
+                f"search.variables.{variable.name} takes a mapping of {', '.join(sorted(fields))}, got {change!r}"
+            )
         if set(change) - fields:
             raise SearchError(
                 f"variable {variable.name} takes {', '.join(sorted(fields))}, not {sorted(set(change) - fields)}"
@@ -109,6 +122,12 @@ def training_command(manifest: Path, config: Path, out: Path) -> list[str]:
     ]
 
 
+def _die_with_parent() -> None:
+    """In the training's process before exec: ask Linux to SIGKILL it when the search that started it dies."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 class TrainingProblem:
     """What NAS and HPO share: train a config on every subset, in parallel processes, and read the records."""
 
@@ -119,8 +138,13 @@ class TrainingProblem:
     ):
         if not manifests:
             raise SearchError("a search needs at least one subset manifest (k subsets give each point k trainings)")
+        if eval_timeout_s is not None:
+            check_seconds("search.eval_timeout_s", eval_timeout_s)
         self.base = base
         self.manifests = [Path(m) for m in manifests]
+        missing = [str(m) for m in self.manifests if not m.is_file()]
+        if missing:
+            raise SearchError(f"subset manifest {missing[0]} does not exist: make it with `haet data subset`")
         self.manifest_hashes = [sha256_file(m) for m in self.manifests]
         self.runs_dir = Path(out_dir) / "runs"
         budget = base.budget.seconds or 600.0
@@ -144,12 +168,32 @@ class TrainingProblem:
         outcomes: dict[int, list] = {offset: [] for offset in range(len(configs))}
         running: list[tuple] = []
         pending = list(jobs)
+        try:
+            self._run_jobs(pending, running, outcomes, slots)
+        finally:  # an exception or Ctrl-C here must not leave trainings behind to write into the next attempt
+            for process, *_ in running:
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+        results: list[list[dict] | str] = []
+        for offset in range(len(configs)):
+            errors = [item for item in outcomes[offset] if isinstance(item, str)]
+            results.append(errors[0] if errors else outcomes[offset])
+        return results
+
+    def _run_jobs(self, pending: list[tuple], running: list[tuple], outcomes: dict[int, list], slots: int) -> None:
         while pending or running:
             while pending and len(running) < slots:
                 offset, out, command, log = pending.pop(0)
                 with open(log, "w") as log_handle:
+                    # its own session: a Ctrl-C at the terminal lets the evaluation under way finish; and it dies
+                    # with the search (parent-death signal), even when the search is killed with SIGKILL
                     process = subprocess.Popen(
-                        command, stdout=log_handle, stderr=subprocess.STDOUT, start_new_session=True
+                        command,
+                        stdout=log_handle,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                        preexec_fn=_die_with_parent,
                     )
                 running.append((process, time.monotonic(), offset, out, log))
             time.sleep(0.05)
@@ -169,11 +213,6 @@ class TrainingProblem:
                     except HaetError as exc:
                         outcomes[offset].append(f"unreadable run record: {exc}")
                 running.remove(item)
-        results: list[list[dict] | str] = []
-        for offset in range(len(configs)):
-            errors = [item for item in outcomes[offset] if isinstance(item, str)]
-            results.append(errors[0] if errors else outcomes[offset])
-        return results
 
     def write_choice(self, result, out_dir: str | Path) -> dict:
         """best.yaml (the chosen training config) and tuned.yaml (only what the search chose), with provenance."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from haet import HaetError
+from haet import HaetError, key_name
 from haet.models import build, input_size, model_info
 
 
@@ -43,6 +43,12 @@ def _integer(name: str, value: object, minimum: int) -> None:
         raise RecipeError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
+def _fraction(name: str, value: object, upper_inclusive: bool) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or value > 1 or (value == 1 and not upper_inclusive):
+        raise RecipeError(f"{name} must be a number in [0, 1{']' if upper_inclusive else ')'}, got {value!r}")
+
+
 def _choice(name: str, value: object, choices: tuple[str, ...] | dict) -> None:
     if value not in choices:
         raise RecipeError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
@@ -56,6 +62,10 @@ class ModelSpec:
     resolution: float = 1.0  # input side int(32 * resolution), resized on the fly
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise RecipeError(f"model name must be a model's name (see `haet models`), got {self.name!r}")
+        for multiplier in ("depth", "width", "resolution"):
+            _positive(f"model {multiplier}", getattr(self, multiplier))
         model_info(self.name)
         input_size(self.resolution)
         with torch.device("meta"):  # checks the multipliers (and zero-channel widths) without allocating
@@ -89,8 +99,7 @@ class Recipe:
         _positive("warmup_epochs", self.warmup_epochs, allow_zero=True)
         _integer("batch_size", self.batch_size, 1)
         _integer("t_max_epochs", self.t_max_epochs, 1)
-        if not 0 <= self.label_smoothing < 1:
-            raise RecipeError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        _fraction("label_smoothing", self.label_smoothing, upper_inclusive=False)
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,7 @@ class Budget:
         _integer("eval_every_epochs", self.eval_every_epochs, 1)
         if self.early_stop_epoch is not None:
             _integer("early_stop_epoch", self.early_stop_epoch, 1)
+        _fraction("budget early_stop_acc", self.early_stop_acc, upper_inclusive=True)
 
 
 @dataclass(frozen=True)
@@ -148,7 +158,7 @@ class TrainConfig:
                 raise RecipeError(f"config section {section.name!r} must be a mapping")
             section_type = section.default_factory
             known = {f.name for f in dataclasses.fields(section_type)}
-            unknown = sorted(set(values) - known)
+            unknown = sorted(key_name(key) for key in set(values) - known)
             if unknown:
                 takes = ", ".join(sorted(known))
                 raise RecipeError(f"config key {section.name}.{unknown[0]} is not known; {section.name} takes {takes}")
@@ -157,9 +167,10 @@ class TrainConfig:
             except TypeError as exc:
                 raise RecipeError(f"config section {section.name}: {exc}") from None
         other_sections = {"data", "subsets", "study", "search", "provenance"}  # read by other stages
-        unknown_sections = sorted(set(config) - {f.name for f in dataclasses.fields(cls)} - other_sections)
+        known_sections = {f.name for f in dataclasses.fields(cls)} | other_sections
+        unknown_sections = sorted(key_name(key) for key in set(config) - known_sections)
         if unknown_sections:
-            raise RecipeError(f"config section {unknown_sections[0]!r} is not known")
+            raise RecipeError(f"config section {unknown_sections[0]} is not known")
         return cls(**sections)
 
     def to_dict(self) -> dict:

@@ -12,8 +12,8 @@ rule augment_run:
     log:
         f"{OUT}/logs/augment/{{model}}-{{recipe}}-run{{run}}.log",
     shell:
-        "{params.haet} train --quiet --manifest {input.manifest} --config {input.best} --config {params.config:q} "
-        "--augment {wildcards.recipe} --out {output} > {log} 2>&1"
+        "{params.haet} train --quiet --manifest {input.manifest:q} --config {input.best:q} --config {params.config:q} "
+        "--augment {wildcards.recipe:q} --out {output:q} > {log:q} 2>&1"
 
 
 checkpoint rank_augment:
@@ -27,7 +27,7 @@ checkpoint rank_augment:
     log:
         f"{OUT}/logs/augment/rank.log",
     shell:
-        "{params.haet} report rank {params.groups} --out {output} > {log} 2>&1"
+        "{params.haet} report rank {params.groups} --out {output:q} > {log:q} 2>&1"
 
 
 rule table2a:
@@ -43,7 +43,7 @@ rule table2a:
     log:
         f"{OUT}/logs/tables/table2a.log",
     shell:
-        "{params.haet} report table table2a {params.groups} --out-prefix {params.prefix} {params.mixed_images} > {log} 2>&1"
+        "{params.haet} report table table2a {params.groups} --out-prefix {params.prefix:q} {params.mixed_images} > {log:q} 2>&1"
 
 
 rule table2:
@@ -59,4 +59,4 @@ rule table2:
     log:
         f"{OUT}/logs/tables/table2.log",
     shell:
-        "{params.haet} report table table2 {params.groups} --out-prefix {params.prefix} {params.mixed_images} > {log} 2>&1"
+        "{params.haet} report table table2 {params.groups} --out-prefix {params.prefix:q} {params.mixed_images} > {log:q} 2>&1"

@@ -36,7 +36,7 @@ def ranked(ranking_file, k):
 
 def group_args(groups):
     """`--group LABEL RECORD...` arguments of `haet report` for {label: [run records]}."""
-    return " ".join(f"--group {shlex.quote(label)} " + " ".join(paths) for label, paths in groups.items())
+    return " ".join(shlex.join(["--group", label, *paths]) for label, paths in groups.items())
 
 
 def table_prefix(wildcards, output):

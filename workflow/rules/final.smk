@@ -15,8 +15,8 @@ rule final_run:
     log:
         f"{OUT}/logs/final/run{{run}}.log",
     shell:
-        "{params.haet} train --quiet --manifest {input.manifest} --config {input.nas} --config {params.augment:q} "
-        "--config {input.tuned} --config {params.final:q} --augment {params.carry} --out {output} > {log} 2>&1"
+        "{params.haet} train --quiet --manifest {input.manifest:q} --config {input.nas:q} --config {params.augment:q} "
+        "--config {input.tuned:q} --config {params.final:q} --augment {params.carry:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule table4:
@@ -32,4 +32,4 @@ rule table4:
     log:
         f"{OUT}/logs/tables/table4.log",
     shell:
-        "{params.haet} report table table4 {params.groups} --out-prefix {params.prefix} {params.mixed_images} > {log} 2>&1"
+        "{params.haet} report table table4 {params.groups} --out-prefix {params.prefix:q} {params.mixed_images} > {log:q} 2>&1"

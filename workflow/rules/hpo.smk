@@ -12,15 +12,15 @@ rule hpo:
         carry=CARRY,
         augment=as_json(config["augment"]["train"]),
         config=as_json(config["hpo"]["train"] | {"search": config["hpo"]["search"]}),
-        manifests=" ".join(f"--manifest {path}" for path in HPO_MANIFESTS),
+        manifests=shlex.join(word for path in HPO_MANIFESTS for word in ("--manifest", path)),
         out_dir=output_folder,
     resources:
         gpu=1,
     log:
         f"{OUT}/logs/hpo/search.log",
     shell:
-        "{params.haet} search hpo --quiet --config {input.nas} --config {params.augment:q} --config {params.config:q} "
-        "--augment {params.carry} {params.manifests} --out-dir {params.out_dir} --new-log-if-changed > {log} 2>&1"
+        "{params.haet} search hpo --quiet --config {input.nas:q} --config {params.augment:q} --config {params.config:q} "
+        "--augment {params.carry:q} {params.manifests} --out-dir {params.out_dir:q} --new-log-if-changed > {log:q} 2>&1"
 
 
 rule hpo_run:
@@ -39,8 +39,8 @@ rule hpo_run:
     log:
         f"{OUT}/logs/hpo/run{{run}}.log",
     shell:
-        "{params.haet} train --quiet --manifest {input.manifest} --config {input.nas} --config {params.augment:q} "
-        "--config {input.tuned} --augment {params.carry} --out {output} > {log} 2>&1"
+        "{params.haet} train --quiet --manifest {input.manifest:q} --config {input.nas:q} --config {params.augment:q} "
+        "--config {input.tuned:q} --augment {params.carry:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule table3:
@@ -56,4 +56,4 @@ rule table3:
     log:
         f"{OUT}/logs/tables/table3.log",
     shell:
-        "{params.haet} report table table3 {params.groups} --out-prefix {params.prefix} {params.mixed_images} > {log} 2>&1"
+        "{params.haet} report table table3 {params.groups} --out-prefix {params.prefix:q} {params.mixed_images} > {log:q} 2>&1"

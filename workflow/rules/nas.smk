@@ -10,12 +10,12 @@ rule nas:
     params:
         haet=HAET,
         config=as_json(config["screening"]["train"] | {"search": config["nas"]["search"]}),
-        manifests=" ".join(f"--manifest {path}" for path in NAS_MANIFESTS),
+        manifests=shlex.join(word for path in NAS_MANIFESTS for word in ("--manifest", path)),
         out_dir=output_folder,
     resources:
         gpu=1,
     log:
         f"{OUT}/logs/nas/{{model}}.log",
     shell:
-        "{params.haet} search nas --quiet --config {params.config:q} --model {wildcards.model} {params.manifests} "
-        "--out-dir {params.out_dir} --new-log-if-changed --baseline-records {input.baseline} > {log} 2>&1"
+        "{params.haet} search nas --quiet --config {params.config:q} --model {wildcards.model:q} {params.manifests} "
+        "--out-dir {params.out_dir:q} --new-log-if-changed --baseline-records {input.baseline:q} > {log:q} 2>&1"

@@ -11,8 +11,8 @@ rule screen:
     log:
         f"{OUT}/logs/screening/{{model}}-run{{run}}.log",
     shell:
-        "{params.haet} train --quiet --manifest {input.manifest} --config {params.config:q} --model {wildcards.model} "
-        "--out {output} > {log} 2>&1"
+        "{params.haet} train --quiet --manifest {input.manifest:q} --config {params.config:q} --model {wildcards.model:q} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 checkpoint rank_screening:
@@ -26,7 +26,7 @@ checkpoint rank_screening:
     log:
         f"{OUT}/logs/screening/rank.log",
     shell:
-        "{params.haet} report rank {params.groups} --out {output} > {log} 2>&1"
+        "{params.haet} report rank {params.groups} --out {output:q} > {log:q} 2>&1"
 
 
 rule table1:
@@ -42,4 +42,4 @@ rule table1:
     log:
         f"{OUT}/logs/tables/table1.log",
     shell:
-        "{params.haet} report table table1 {params.groups} --out-prefix {params.prefix} {params.mixed_images} > {log} 2>&1"
+        "{params.haet} report table table1 {params.groups} --out-prefix {params.prefix:q} {params.mixed_images} > {log:q} 2>&1"

@@ -7,7 +7,7 @@ rule subset:
     log:
         f"{OUT}/logs/subsets/run{{run}}.log",
     shell:
-        "{params.haet} data subset --config {params.config:q} --run {wildcards.run} --out {output} > {log} 2>&1"
+        "{params.haet} data subset --config {params.config:q} --run {wildcards.run:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule final_subset:
@@ -19,4 +19,4 @@ rule final_subset:
     log:
         f"{OUT}/logs/final/subset-run{{run}}.log",
     shell:
-        "{params.haet} data subset --config {params.config:q} --run {wildcards.run} --out {output} > {log} 2>&1"
+        "{params.haet} data subset --config {params.config:q} --run {wildcards.run:q} --out {output:q} > {log:q} 2>&1"
