@@ -167,12 +167,22 @@ def merged_config(args: argparse.Namespace) -> dict:
     return merged
 
 
+def section_of(config: dict, name: str) -> dict:
+    """One config section as a new mapping; a section that is not a mapping is a one-line error."""
+    section = config.get(name)
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise HaetError(f"config section {name!r} must be a mapping of keys, got {section!r}")
+    return dict(section)
+
+
 def train_config(args: argparse.Namespace, skip: tuple[str, ...] = ()):
     """A TrainConfig from the merged configs (sections model/recipe/budget/runtime) and the flags that override it."""
     from haet.train import TrainConfig
 
     config = merged_config(args)
-    sections = {name: dict(config.get(name) or {}) for name in ("model", "recipe", "budget", "runtime")}
+    sections = {name: section_of(config, name) for name in ("model", "recipe", "budget", "runtime")}
     for flag, (section, key, _) in TRAIN_FLAGS.items():
         if flag not in skip and getattr(args, flag) is not None:
             sections[section][key] = getattr(args, flag)
@@ -257,7 +267,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from haet.search.problems import baseline_accuracy
 
     config = merged_config(args)
-    search = dict(config.get("search") or {})
+    search = section_of(config, "search")
     unknown = sorted(set(search) - SEARCH_KEYS)
     if unknown:
         raise HaetError(f"config key search.{unknown[0]} is not known; search takes {', '.join(sorted(SEARCH_KEYS))}")

@@ -5,10 +5,13 @@ Never a traceback: every setting is checked where it is read, before any work st
 
 from __future__ import annotations
 
+import json
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from haet import HaetError
+from haet.cli import build_parser, train_config
 from haet.config import subset_spec
 from haet.search import SearchSettings
 from haet.search.problems import NAS_VARIABLES, with_overrides
@@ -72,3 +75,11 @@ def test_search_settings(search):
 @given(_keys(["depth", "width", "resolution"]) | VALUES)
 def test_search_variables(variables):
     _clean(lambda: with_overrides(NAS_VARIABLES, variables))
+
+
+@CHECKS
+@given(st.dictionaries(st.sampled_from([*TRAIN_KEYS, "search"]) | st.text(max_size=8), VALUES, max_size=4))
+def test_config_layers_as_the_cli_merges_them(config):
+    argv = ["train", "--manifest", "m.json", "--out", "r.json", "--config", json.dumps(config)]
+    args = build_parser().parse_args(argv)
+    _clean(lambda: train_config(args))
