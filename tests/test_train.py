@@ -123,6 +123,15 @@ def test_bad_recipes_are_refused_before_training(build, message):
         build()
 
 
+def test_a_config_section_that_is_a_list_is_a_one_line_error_on_the_command_line(tmp_path, capsys):
+    from haet.cli import main
+
+    (tmp_path / "recipe.yaml").write_text("recipe: [1, 2]\n")
+    argv = ["train", "--manifest", "m.json", "--config", str(tmp_path / "recipe.yaml"), "--out", "r.json"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == "haet: error: config section 'recipe' must be a mapping of keys, got [1, 2]\n"
+
+
 def test_batch_larger_than_the_subset_is_refused(digits):
     config = TrainConfig(SMALL, Recipe(batch_size=401), Budget(seconds=1))
     with pytest.raises(RecipeError, match=r"batch_size 401 is larger than the 400 training images"):

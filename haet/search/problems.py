@@ -273,8 +273,9 @@ class NasProblem(TrainingProblem):
             raise SearchError(
                 f"the accuracy constraint is EB (extreme barrier) or PB (progressive), not {constraint!r}"
             )
-        if not 0 < baseline_acc <= 1:
-            raise SearchError(f"baseline accuracy must be in (0, 1], got {baseline_acc!r}")
+        numeric = isinstance(baseline_acc, int | float) and not isinstance(baseline_acc, bool)
+        if not numeric or not 0 < baseline_acc <= 1:
+            raise SearchError(f"search.baseline_acc must be an accuracy in (0, 1], got {baseline_acc!r}")
         self.baseline_acc, self.constraint, self.slots = baseline_acc, constraint, slots
         self.variables = with_overrides(NAS_VARIABLES, variables)
         self.output_types = ["OBJ", constraint]
