@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import os
 import signal
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from urllib.parse import urlparse
 from haet import HaetError
 
 GPU_CHOICES = ("auto", "all", "none")
+LAUNCHER_LABEL = "org.haet.launcher"  # host:pid of the `haet container run` that owns a container
 # Passed from the host into the container when set: which GPUs a job was given, and thread limits.
 FORWARDED_VARIABLES = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # The init an engine starts as PID 1 with `init=True`: Podman's (catatonit) and Docker's (tini).
@@ -51,30 +53,32 @@ class ContainerSpec:
     gpus: str = "auto"  # auto: pass every GPU through when the host has one
 
 
-def _socket_path(socket: str) -> Path:
-    parsed = urlparse(socket)
+def _socket_path(socket_url: str) -> Path:
+    parsed = urlparse(socket_url)
     if parsed.scheme != "unix":
-        raise ContainerError(f"container socket {socket!r} is not a unix:// address (e.g. unix:///var/run/docker.sock)")
+        raise ContainerError(
+            f"container socket {socket_url!r} is not a unix:// address (e.g. unix:///var/run/docker.sock)"
+        )
     return Path(parsed.path)
 
 
-def connect(socket: str):  # -> docker.DockerClient
-    """A client for the engine on `socket`, checked to answer; one-line errors for the two ways it does not."""
+def connect(socket_url: str):  # -> docker.DockerClient
+    """A client for the engine on `socket_url`, checked to answer; one-line errors for the two ways it does not."""
     import docker
     import docker.errors
 
-    path = _socket_path(socket)
+    path = _socket_path(socket_url)
     if not path.exists():
         raise ContainerError(
-            f"no container engine socket at {path}: start Docker, or Podman's API with "
-            f"`podman system service --time=0 {socket} &` (containers/podman-setup.sh does it), or set container.socket"
+            f"no container engine socket at {path}: start Docker, or Podman's API with `podman system service "
+            f"--time=0 {socket_url} &` (containers/podman-setup.sh does it), or set container.socket"
         )
     try:
-        client = docker.DockerClient(base_url=socket, timeout=30)
+        client = docker.DockerClient(base_url=socket_url, timeout=30)
         client.ping()
     except (docker.errors.DockerException, OSError) as exc:
         raise ContainerError(
-            f"nothing answers on {socket} ({type(exc).__name__}): the engine behind the socket is not running; "
+            f"nothing answers on {socket_url} ({type(exc).__name__}): the engine behind the socket is not running; "
             "restart it (`systemctl start docker`, or rerun containers/podman-setup.sh)"
         ) from None
     client.api.timeout = None  # a stage may print nothing for a long time; its log stream must not time out
@@ -168,6 +172,20 @@ def _mounts(spec: ContainerSpec) -> dict:
     return volumes
 
 
+def _remove_orphans(client) -> None:
+    """Stop and remove containers whose launcher on this host is gone (killed with SIGKILL, so it could not):
+    they would otherwise go on writing into the study that a rerun is about to redo."""
+    import docker.errors
+
+    host = socket.gethostname()
+    for container in client.containers.list(all=True, filters={"label": LAUNCHER_LABEL}):
+        launcher_host, _, pid = container.labels.get(LAUNCHER_LABEL, "").rpartition(":")
+        if launcher_host != host or not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        with contextlib.suppress(docker.errors.APIError):
+            container.remove(force=True)
+
+
 def run(spec: ContainerSpec, args: list[str], output: BinaryIO | None = None) -> int:
     """Run `haet ARGS` in the image; stream its output; return its exit status. Ctrl-C and SIGTERM reach it."""
     import docker.errors
@@ -177,6 +195,7 @@ def run(spec: ContainerSpec, args: list[str], output: BinaryIO | None = None) ->
     client = connect(spec.socket)
     engine = engine_identity(client)
     identity = image_identity(client, spec.image)
+    _remove_orphans(client)
     environment = {name: os.environ[name] for name in FORWARDED_VARIABLES if name in os.environ}
     environment |= {
         "HOME": "/tmp",  # the host's uid has no home in the image
@@ -196,7 +215,7 @@ def run(spec: ContainerSpec, args: list[str], output: BinaryIO | None = None) ->
             network_mode="none",  # nothing downloads at run time
             init=True,  # an init as PID 1 passes SIGTERM/SIGINT on to haet
             shm_size="1g",  # DataLoader workers share batches through /dev/shm
-            labels={"org.haet.command": " ".join(args)[:200]},
+            labels={"org.haet.command": " ".join(args)[:200], LAUNCHER_LABEL: f"{socket.gethostname()}:{os.getpid()}"},
             **_gpu_options(spec.gpus, engine["engine"]),
         )
     except docker.errors.APIError as exc:

@@ -240,6 +240,28 @@ def test_ctrl_c_and_sigterm_stop_the_container_and_remove_it(engine, image, tmp_
     assert podman.stdout.strip() == ""  # removed
 
 
+def test_a_container_whose_launcher_was_killed_is_removed_by_the_next_launch(engine, image, tmp_path):
+    manifest = _subset(tmp_path)
+    socket_url = engine["HAET_CONTAINER_SOCKET"]
+    command = [
+        *HAET, "container", "run", "--image", image, "--socket", socket_url, "--",
+        "train", "--manifest", manifest.name, "--out", "run.json", "--model", "ResNet18", "--width", "0.25",
+        "--budget-s", "300", "--workers", "0",
+    ]  # fmt: skip
+    launcher = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    podman_env = os.environ | {"CONTAINERS_CONF": engine["CONTAINERS_CONF"]}
+    ps = ["podman", "ps", "--filter", f"label=org.haet.launcher={socket.gethostname()}:{launcher.pid}", "-q"]
+    deadline = time.monotonic() + 60
+    while not subprocess.run(ps, env=podman_env, capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, "the container never started"
+        time.sleep(0.2)
+    launcher.kill()  # SIGKILL: the launcher cannot stop its container
+    launcher.wait()
+    assert subprocess.run(ps, env=podman_env, capture_output=True, text=True).stdout.strip()  # left running
+    assert _haet("container", "run", "--image", image, "--socket", socket_url, "--", "--version").returncode == 0
+    assert not subprocess.run([*ps, "-a"], env=podman_env, capture_output=True, text=True).stdout.strip()
+
+
 def test_clear_errors_for_a_missing_socket_a_dead_socket_and_a_missing_image(engine, image, tmp_path):
     def error(*args: str) -> str:
         result = _haet("container", "run", *args, "--", "models", cwd=tmp_path)
