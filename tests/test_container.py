@@ -35,7 +35,10 @@ IDENTITY_KEYS = {"provenance", "content_sha256"}  # the hash covers the provenan
 
 
 def _say(request, line: str) -> None:
-    request.config.pluginmanager.getplugin("terminalreporter").write_line(f"[container] {line}")
+    """A line in the test log itself (CI's), not in pytest's captured output."""
+    plugins = request.config.pluginmanager
+    with plugins.getplugin("capturemanager").global_and_fixture_disabled():
+        plugins.getplugin("terminalreporter").write_line(f"[container] {line}")
 
 
 @pytest.fixture(scope="session")

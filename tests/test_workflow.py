@@ -205,7 +205,7 @@ def test_engine_docker_prefixes_every_command_and_needs_an_image(tmp_path):
     planned = snakemake(tmp_path, "-n", "-p", "--configfile", str(tmp_path / "docker.yaml"))
     output = planned.stdout + planned.stderr
     assert planned.returncode == 0, output[-3000:]
-    commands = [line for line in output.splitlines() if line.startswith("Shell command:")]
+    commands = [line for line in output.splitlines() if line.startswith("Shell command:") and "None" not in line]
     prefix = "Shell command: haet container run --image localhost/haet:0.1.0 --gpus auto --socket unix:///run/e.sock --"
     assert commands and all(line.startswith(prefix) for line in commands)
     del config["container"]["image"]
