@@ -60,12 +60,20 @@ if ! podman image exists "$BASE_IMAGE"; then
     trap - EXIT
 fi
 
-# The Docker Engine API: one service per socket, started once and left running.
+# The Docker Engine API: one service per socket, started once and left running. It runs in / because conmon
+# inherits its working directory: a service started in a folder that is later deleted fails every container
+# ("Failed to get working directory"); such a service is replaced.
+service_cwd="$(readlink "/proc/$(cat "$STATE_DIR/service.pid" 2>/dev/null || echo none)/cwd" 2>/dev/null || true)"
+if [ "${service_cwd% (deleted)}" != "$service_cwd" ]; then
+    say "the running API service lost its working directory; restarting it"
+    kill "$(cat "$STATE_DIR/service.pid")" 2>/dev/null || true
+    sleep 1
+fi
 if ! curl --silent --fail --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1; then
     rm -f "$SOCKET"
     say "starting the Docker-compatible API on unix://$SOCKET"
-    setsid nohup podman system service --time=0 "unix://$SOCKET" </dev/null >"$STATE_DIR/service.log" 2>&1 &
-    echo $! >"$STATE_DIR/service.pid"
+    (cd / && setsid nohup podman system service --time=0 "unix://$SOCKET" </dev/null >"$STATE_DIR/service.log" 2>&1 &
+     echo $! >"$STATE_DIR/service.pid")
     for _ in $(seq 1 100); do
         curl --silent --fail --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1 && break
         sleep 0.1
