@@ -95,7 +95,7 @@ def study_copy(study, tmp_path, monkeypatch) -> Path:
 def test_an_edited_table_cell_fails_the_audit(study_copy, capsys, suffix):
     table = study_copy / "tables" / f"table1{suffix}"
     text = table.read_text()
-    first_row = text.splitlines()[3 if suffix == ".md" else 1]  # the top model's row
+    first_row = text.splitlines()[4 if suffix == ".md" else 1]  # the top model's row (after title and header)
     edited = first_row.replace("| 1 |", "| 99 |", 1) if suffix == ".md" else "9" + first_row  # its rank
     assert edited != first_row
     table.write_text(text.replace(first_row, edited))
