@@ -197,6 +197,15 @@ def _subset(workdir: Path) -> Path:
     return workdir / "subset.json"
 
 
+def _long_training_in(image: str, socket_url: str, manifest: Path) -> list[str]:
+    """A launcher whose training would run for minutes: something to interrupt or kill."""
+    return [
+        *HAET, "container", "run", "--image", image, "--socket", socket_url, "--",
+        "train", "--manifest", manifest.name, "--out", "run.json", "--model", "ResNet18", "--width", "0.25",
+        "--budget-s", "300", "--workers", "0",
+    ]  # fmt: skip
+
+
 def test_a_stage_failing_inside_says_its_status_and_last_lines(engine, image, tmp_path):
     socket_url = engine["HAET_CONTAINER_SOCKET"]
     result = _haet(
@@ -214,11 +223,7 @@ def test_a_stage_failing_inside_says_its_status_and_last_lines(engine, image, tm
 )
 def test_ctrl_c_and_sigterm_stop_the_container_and_remove_it(engine, image, tmp_path, signum, status, record_status):
     manifest = _subset(tmp_path)
-    command = [
-        *HAET, "container", "run", "--image", image, "--socket", engine["HAET_CONTAINER_SOCKET"], "--",
-        "train", "--manifest", manifest.name, "--out", "run.json", "--model", "ResNet18", "--width", "0.25",
-        "--budget-s", "300", "--workers", "0",
-    ]  # fmt: skip
+    command = _long_training_in(image, engine["HAET_CONTAINER_SOCKET"], manifest)
     launcher = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         seen, deadline = b"", time.monotonic() + 120
@@ -246,11 +251,7 @@ def test_ctrl_c_and_sigterm_stop_the_container_and_remove_it(engine, image, tmp_
 def test_a_container_whose_launcher_was_killed_is_removed_by_the_next_launch(engine, image, tmp_path):
     manifest = _subset(tmp_path)
     socket_url = engine["HAET_CONTAINER_SOCKET"]
-    command = [
-        *HAET, "container", "run", "--image", image, "--socket", socket_url, "--",
-        "train", "--manifest", manifest.name, "--out", "run.json", "--model", "ResNet18", "--width", "0.25",
-        "--budget-s", "300", "--workers", "0",
-    ]  # fmt: skip
+    command = _long_training_in(image, socket_url, manifest)
     launcher = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     podman_env = os.environ | {"CONTAINERS_CONF": engine["CONTAINERS_CONF"]}
     ps = ["podman", "ps", "--filter", f"label=org.haet.launcher={socket.gethostname()}:{launcher.pid}", "-q"]

@@ -7,6 +7,7 @@ so `audit` can re-read them, check their hashes and recompute the row.
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import statistics
@@ -62,9 +63,7 @@ def _short_image(images: set[str]) -> str:
 
 def image_problems(table: dict, records: list[dict]) -> list[str]:
     """A table whose runs came from different images, or from an image and a native venv, unless allowed."""
-    counts: dict[str, int] = {}
-    for record in records:
-        counts[image_of(record)] = counts.get(image_of(record), 0) + 1
+    counts = collections.Counter(image_of(record) for record in records)
     if len(counts) < 2 or table.get("allow_mixed_images"):
         return []
     listed = ", ".join(f"{image} ({n} runs)" for image, n in sorted(counts.items()))
@@ -241,9 +240,9 @@ def audit(table_path: str | Path) -> list[str]:
     except HaetError as exc:
         return [str(exc)]
     problems = []
-    groups: dict[str, list[str]] = {}
+    loaded: dict[str, list[tuple[str, dict]]] = {}
     for row in table["rows"]:
-        paths = []
+        loaded[row["label"]] = []
         for source in row["sources"]:
             try:
                 record = read_run_record(source["path"])
@@ -255,11 +254,9 @@ def audit(table_path: str | Path) -> list[str]:
                     f"row {row['label']}: {source['path']} is not the run the table was made from "
                     "(its hash changed since)"
                 )
-            paths.append(source["path"])
-        groups[row["label"]] = paths
+            loaded[row["label"]].append((source["path"], record))
     if problems:
         return problems
-    loaded = {label: [(p, read_run_record(p)) for p in paths] for label, paths in groups.items()}
     problems += image_problems(table, [record for records in loaded.values() for _, record in records])
     expected = build_rows(table["kind"], loaded)
     for row, again in zip(table["rows"], expected, strict=True):
