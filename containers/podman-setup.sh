@@ -72,8 +72,10 @@ fi
 if ! curl --silent --fail --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1; then
     rm -f "$SOCKET"
     say "starting the Docker-compatible API on unix://$SOCKET"
-    (cd / && setsid nohup podman system service --time=0 "unix://$SOCKET" </dev/null >"$STATE_DIR/service.log" 2>&1 &
-     echo $! >"$STATE_DIR/service.pid")
+    # The subshell itself is redirected and execs the service: no shell of this script is left holding its
+    # stdout (a caller reading that pipe to its end, like `subprocess.run(capture_output=True)`, would hang).
+    (cd / && exec setsid podman system service --time=0 "unix://$SOCKET") </dev/null >"$STATE_DIR/service.log" 2>&1 &
+    echo $! >"$STATE_DIR/service.pid"
     for _ in $(seq 1 100); do
         curl --silent --fail --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1 && break
         sleep 0.1

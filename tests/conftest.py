@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +21,28 @@ needs_real_cifar = pytest.mark.skipif(
 )
 
 
-def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """The workflow as a user runs it, from the repository's Snakefile, in workdir, with this venv's tools."""
+def snakemake(
+    workdir: Path, *args: str, env: dict | None = None, timeout_s: float | None = None
+) -> subprocess.CompletedProcess:
+    """The workflow as a user runs it, from the repository's Snakefile, in workdir, with this venv's tools.
+    timeout_s turns a hang into a test failure that shows what the run printed so far."""
     bin_dir = Path(sys.executable).parent
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(workdir)} | (env or {})
     command = [str(bin_dir / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "-d", str(workdir)]
-    return subprocess.run(command + list(args), env=env, capture_output=True, text=True, check=False)
+    return bounded_run(command + list(args), timeout_s, env=env)
+
+
+def bounded_run(command: list[str], timeout_s: float | None, **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run with its output captured, failing the test (with the output so far) past timeout_s."""
+    try:
+        return subprocess.run(command, capture_output=True, text=True, check=False, timeout=timeout_s, **kwargs)
+    except subprocess.TimeoutExpired as exc:
+        printed = "".join(
+            part.decode(errors="replace") if isinstance(part, bytes) else part
+            for part in (exc.stdout, exc.stderr)
+            if part
+        )
+        pytest.fail(f"{shlex.join(command)} did not finish in {timeout_s:g} s; it printed:\n{printed[-3000:]}")
 
 
 def jobs_run(output: str) -> dict[str, int]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, snakemake
+from conftest import REPO, bounded_run, snakemake
 
 from haet import HaetError
 from haet.cli import main
@@ -32,6 +32,9 @@ HAET = [sys.executable, "-m", "haet"]
 TIMING_KEYS = {"train_s", "eval_s", "setup_s", "longest_step_s", "images_per_s", "budget_elapsed_s"}
 DIGITS_SUBSET = ["--dataset", "digits", "--train-per-class", "100", "--val-per-class", "30"]
 IDENTITY_KEYS = {"provenance", "content_sha256"}  # the hash covers the provenance
+# Limits far above what CI measured (a cold machine: Podman installed and set up in about 2 min, the image built
+# in about 5, a study in about 5), so that only a hang reaches them.
+SETUP_TIMEOUT_S, BUILD_TIMEOUT_S, STUDY_TIMEOUT_S = 900, 1800, 1200
 
 
 def _say(request, line: str) -> None:
@@ -47,9 +50,8 @@ def engine(request) -> dict:
     if os.environ.get("HAET_SKIP_CONTAINER_TESTS") == "1":
         pytest.skip("HAET_SKIP_CONTAINER_TESTS=1: the developer's switch for the container tests")
     start = time.perf_counter()
-    result = subprocess.run(
-        ["bash", str(REPO / "containers" / "podman-setup.sh")], capture_output=True, text=True, check=False
-    )
+    # bounded, so that an engine that hangs fails these tests instead of the CI run's time limit
+    result = bounded_run(["bash", str(REPO / "containers" / "podman-setup.sh")], SETUP_TIMEOUT_S)
     if result.returncode != 0:
         pytest.fail(f"containers/podman-setup.sh could not set up Podman: {result.stderr.strip()[-1500:]}")
     variables = dict(
@@ -63,12 +65,10 @@ def engine(request) -> dict:
 def image(request, engine) -> str:
     start = time.perf_counter()
     env = os.environ | {"CONTAINERS_CONF": engine["CONTAINERS_CONF"]}
-    result = subprocess.run(
+    result = bounded_run(
         ["make", "-C", str(REPO), "image", f"IMAGE={IMAGE}", f"BASE_IMAGE={engine['HAET_BASE_IMAGE']}"],
+        BUILD_TIMEOUT_S,
         env=env,
-        capture_output=True,
-        text=True,
-        check=False,
     )
     if result.returncode != 0:
         pytest.fail(f"make image failed: {(result.stdout + result.stderr).strip()[-3000:]}")
@@ -125,7 +125,7 @@ def studies(request, engine, image, tmp_path_factory) -> dict[str, Path]:
         workdir = tmp_path_factory.mktemp(name)
         config = _study_config(settings, workdir / "study.yaml")
         start = time.perf_counter()
-        result = snakemake(workdir, "--cores", "2", "--configfile", str(config))
+        result = snakemake(workdir, "--cores", "2", "--configfile", str(config), timeout_s=STUDY_TIMEOUT_S)
         assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
         _say(request, f"default study ({name}) in {time.perf_counter() - start:.0f} s")
         workdirs[name] = workdir
