@@ -259,6 +259,8 @@ SEARCH_KEYS = {
     "baseline_acc",
     "variables",
     "eval_timeout_s",
+    "metric",
+    "lr_scaling",
 }
 
 
@@ -286,10 +288,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         "variables": search.get("variables"),
         "slots": settings.block_size,
         "eval_timeout_s": search.get("eval_timeout_s"),
+        "metric": search.get("metric", "final"),
     }
     if args.kind == "nas":
+        if "lr_scaling" in search:
+            raise HaetError("search.lr_scaling scales HPO's learning rates; a NAS search does not take it")
         if args.baseline_records:
-            search["baseline_acc"] = baseline_accuracy(args.baseline_records, base.model)
+            search["baseline_acc"] = baseline_accuracy(args.baseline_records, base.model, common["metric"])
         if search.get("baseline_acc") is None:
             raise HaetError(
                 "NAS needs the baseline accuracy: --baseline-acc, search.baseline_acc, or "
@@ -299,7 +304,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             base, args.manifest, args.out_dir, search["baseline_acc"], search.get("constraint", "EB"), **common
         )
     else:
-        problem = HpoProblem(base, args.manifest, args.out_dir, **common)
+        problem = HpoProblem(base, args.manifest, args.out_dir, lr_scaling=search.get("lr_scaling", "code"), **common)
     result = run_search(problem, settings, args.out_dir, new_log_if_changed=args.new_log_if_changed)
     provenance = problem.write_choice(result, args.out_dir)
     counts = {

@@ -164,6 +164,8 @@ def test_search_settings_are_checked_before_any_work(settings, message):
         ({"variables": {"width": 5}}, r"search.variables.width takes a mapping of"),
         ({"variables": [1]}, r"search.variables must map variable names"),
         ({"baseline_acc": "x"}, r"search.baseline_acc must be an accuracy in \(0, 1\], got 'x'"),
+        ({"metric": "best"}, r"search.metric must be one of final, best_epoch, got 'best'"),
+        ({"lr_scaling": "paper_text"}, r"search.lr_scaling scales HPO's learning rates; a NAS search does not"),
     ],
 )
 def test_bad_search_sections_are_one_line_errors_with_no_partial_output(
@@ -277,16 +279,37 @@ def test_trainings_are_killed_when_the_search_loop_fails(tmp_path, digits_manife
     assert pids and _gone(pids[0], within_s=1)
 
 
-def test_hpo_decodes_points_as_the_paper_did():
-    assert HpoProblem.decode([2, 3, -1.0, 3]) == {
+def test_hpo_decodes_points_as_the_authors_code_did_or_as_the_paper_text_lists(tmp_path, digits_manifest):
+    base = TrainConfig.from_dict({"model": {"name": "ResNet18", "width": 0.25}})
+    code = HpoProblem(base, [digits_manifest], tmp_path)
+    assert code.decode([2, 3, -1.0, 3]) == {
         "optimizer": "sgd",
         "lr": pytest.approx(0.1),
         "weight_decay": 5e-4,
         "batch_size": 256,
     }
-    assert HpoProblem.decode([3, 6, -2.0, 4])["lr"] == pytest.approx(1e-4)  # Adam: /100
-    assert HpoProblem.decode([1, 1, -1.0, 1])["lr"] == pytest.approx(1.0)  # Adadelta: x10
-    assert HpoProblem.decode([1, 1, -1.0, 6])["lr"] == pytest.approx(0.002)  # Adamax: /50
+    assert code.decode([3, 6, -2.0, 4])["lr"] == pytest.approx(1e-4)  # Adam: /100
+    assert code.decode([1, 1, -1.0, 1])["lr"] == pytest.approx(1.0)  # Adadelta: x10
+    assert code.decode([1, 1, -1.0, 6])["lr"] == pytest.approx(0.002)  # Adamax: /50
+    text = HpoProblem(base, [digits_manifest], tmp_path, lr_scaling="paper_text")
+    assert text.decode([3, 6, -2.0, 4])["lr"] == pytest.approx(1e-3)  # Adam: /10, the paper's 0.01 for SGD's 0.1
+    assert text.decode([3, 6, -2.0, 5])["lr"] == pytest.approx(1e-3)  # AdamW too
+    assert text.decode([1, 1, -1.0, 6]) == code.decode([1, 1, -1.0, 6])  # the others agree
+    assert text.fingerprint()["lr_scaling"] == "paper_text" != code.fingerprint()["lr_scaling"]
+    with pytest.raises(SearchError, match=r"search.lr_scaling must be one of code, paper_text, got 'text'"):
+        HpoProblem(base, [digits_manifest], tmp_path, lr_scaling="text")
+
+
+def test_a_point_scores_the_searchs_metric_over_its_subsets(tmp_path, digits_manifest):
+    base = TrainConfig.from_dict({"model": {"name": "ResNet18", "width": 0.25}})
+    records = [
+        (f"run{i}.json", {"metrics": {"val_acc_final": final, "val_acc_best_optimistic": best}, "content_sha256": "x"})
+        for i, (final, best) in enumerate([(0.5, 0.7), (0.6, 0.8), (0.4, 0.9)])
+    ]
+    final = HpoProblem(base, [digits_manifest], tmp_path).trained_fields(records)
+    best = HpoProblem(base, [digits_manifest], tmp_path, metric="best_epoch").trained_fields(records)
+    assert final["accuracy"] == pytest.approx(0.5) and final["accuracies"] == [0.5, 0.6, 0.4]
+    assert best["accuracy"] == pytest.approx(0.8) and best["accuracies"] == [0.7, 0.8, 0.9]
 
 
 SEARCH_CONFIG = {
@@ -335,23 +358,33 @@ def test_real_nas_of_resnet18_on_digits_finds_a_smaller_feasible_model(tmp_path,
     assert TrainConfig.from_dict(best).model.width == best["provenance"]["best_point"][1]
 
 
-def test_real_hpo_on_digits_writes_the_best_recipe(tmp_path, digits_manifest):
+def test_real_hpo_on_digits_as_the_authors_scored_it_writes_the_best_recipe(tmp_path, digits_manifest):
+    """Each point trains on two subsets and scores the mean best-epoch accuracy, as the authors' HPO did (on 3)."""
+    second = tmp_path / "run1.json"
+    write_manifest(make_manifest(SubsetSpec("digits", train_per_class=60, val_per_class=20), run=1), second)
     config = tmp_path / "hpo.yaml"
     config.write_text(
         yaml.safe_dump(
             SEARCH_CONFIG
             | {
                 "model": {"name": "ResNet18", "width": 0.25},
-                "budget": {"seconds": 2, "eval_every_epochs": 100},
-                "search": {"max_evaluations": 3, "seed": 0, "block_size": 2},
+                "budget": {"seconds": 1, "eval_every_epochs": 1},
+                "search": {"max_evaluations": 3, "seed": 0, "block_size": 2, "metric": "best_epoch"},
             }
         )
     )
     out = tmp_path / "hpo"
-    assert (
-        main(["search", "hpo", "--config", str(config), "--manifest", str(digits_manifest), "--out-dir", str(out)]) == 0
-    )
+    manifests = ["--manifest", str(digits_manifest), "--manifest", str(second)]
+    assert main(["search", "hpo", "--config", str(config), *manifests, "--out-dir", str(out)]) == 0
     best = yaml.safe_load((out / "best.yaml").read_text())
     assert best["recipe"]["optimizer"] in {"adadelta", "adagrad", "sgd", "adam", "adamw", "adamax", "asgd"}
     assert best["recipe"]["batch_size"] in {128, 256, 512} and best["model"]["width"] == 0.25
-    assert read_record(out / "summary.json")["counts"]["trained"] == 3
+    summary = read_record(out / "summary.json")
+    assert summary["counts"]["trained"] == 3
+    assert summary["problem"]["metric"] == "best_epoch" and len(summary["problem"]["manifests"]) == 2
+    assert best["provenance"]["metric"] == "best_epoch" and best["provenance"]["subsets"] == 2
+    bests = [
+        read_run_record(source["path"])["metrics"]["val_acc_best_optimistic"]
+        for source in best["provenance"]["records"]
+    ]
+    assert best["provenance"]["accuracy"] == pytest.approx(sum(bests) / 2)

@@ -272,6 +272,7 @@ def _run_locked(problem: Problem, settings: SearchSettings, out_dir: Path, new_l
     summary = {
         "schema": "haet/search-summary/v1",
         "kind": problem.kind,
+        "problem": problem.fingerprint(),  # what was searched: base training, subsets, metric, variables
         "status": status,
         "evaluations": len(history),
         "replayed_from_log": replayed,

@@ -39,6 +39,11 @@ def group_args(groups):
     return " ".join(shlex.join(["--group", label, *paths]) for label, paths in groups.items())
 
 
+def repeated(flag, paths):
+    """`FLAG PATH` for each path, shell-quoted: how haet takes lists (--manifest, --search-summary)."""
+    return shlex.join(word for path in paths for word in (flag, path))
+
+
 def table_prefix(wildcards, output):
     """A table rule's output prefix, from its first output (PREFIX.json)."""
     return output[0].removesuffix(".json")
@@ -65,6 +70,9 @@ for key in ("nas.subsets", "augment.runs", "hpo.subsets", "hpo.runs"):
     section, name = key.split(".")
     if config[section][name] > len(RUNS):
         raise ValueError(f"{key} is {config[section][name]} but subsets.runs draws only {len(RUNS)} subsets")
+unscreened = sorted(set(config["nas"].get("per_model", {})) - set(MODELS))
+if unscreened:
+    raise ValueError(f"nas.per_model names {', '.join(unscreened)}, not among screening.models: a typo?")
 AUGMENT_RUNS = RUNS[: config["augment"]["runs"]]
 HPO_RUNS = RUNS[: config["hpo"]["runs"]]
 SCREENING_RUN = f"{OUT}/screening/{{model}}/run{{run}}.json"
@@ -74,6 +82,15 @@ AUGMENT_RUN = f"{OUT}/augment/{{model}}/{{recipe}}/run{{run}}.json"
 def nas_models():
     """The top k models of the screening (known once its ranking exists)."""
     return ranked(checkpoints.rank_screening.get().output[0], config["nas"]["top_k"])
+
+
+def nas_search(model):
+    """nas.search with the model's own settings of nas.per_model over it; variables merge by variable name."""
+    search, own = dict(config["nas"]["search"]), dict(config["nas"].get("per_model", {}).get(model, {}))
+    variables = dict(search.get("variables", {}))
+    for name, settings in own.pop("variables", {}).items():
+        variables[name] = variables.get(name, {}) | settings
+    return search | own | ({"variables": variables} if variables else {})
 
 
 NAS_MANIFESTS = [f"{OUT}/subsets/run{run}.json" for run in RUNS[: config["nas"]["subsets"]]]

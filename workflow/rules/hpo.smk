@@ -11,8 +11,10 @@ rule hpo:
         haet=HAET,
         carry=CARRY,
         augment=as_json(config["augment"]["train"]),
-        config=as_json(config["hpo"]["train"] | {"search": config["hpo"]["search"]}),
-        manifests=shlex.join(word for path in HPO_MANIFESTS for word in ("--manifest", path)),
+        config=as_json(
+            config["hpo"]["train"] | {"search": config["hpo"]["search"] | {"lr_scaling": config["hpo"]["lr_scaling"]}}
+        ),
+        manifests=repeated("--manifest", HPO_MANIFESTS),
         out_dir=output_folder,
     resources:
         gpu=1,

@@ -9,8 +9,8 @@ rule nas:
         summary=f"{OUT}/nas/{{model}}/summary.json",
     params:
         haet=HAET,
-        config=as_json(config["screening"]["train"] | {"search": config["nas"]["search"]}),
-        manifests=shlex.join(word for path in NAS_MANIFESTS for word in ("--manifest", path)),
+        config=lambda wildcards: as_json(config["screening"]["train"] | {"search": nas_search(wildcards.model)}),
+        manifests=repeated("--manifest", NAS_MANIFESTS),
         out_dir=output_folder,
     resources:
         gpu=1,
