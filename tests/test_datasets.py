@@ -10,6 +10,7 @@ from conftest import CIFAR_FOLDER, needs_real_cifar, write_imagefolder, write_mi
 from PIL import Image
 
 from haet.data import DataError, load_split
+from haet.data.subsets import SubsetSpec, make_manifest
 
 
 def pil_bilinear(image: np.ndarray, size: int) -> np.ndarray:
@@ -149,7 +150,7 @@ def test_mini_imagenet_cache_follows_the_haet_protocol(tmp_path):
     options = {"num_classes": 3, "train_per_class": 8, "test_per_class": 3}
     train = load_split("mini-imagenet", "train", str(tmp_path), **options)  # the folder holding the cache
     test = load_split("mini-imagenet", "test", str(path), **options)  # or the file itself
-    first_three = sorted(CLASS_IDS)[:3]
+    first_three = CLASS_IDS[:3]  # "the first 10 classes of the cache": class_dict's own order, not sorted
     assert train.class_names == tuple(first_three) == test.class_names
     assert np.bincount(train.labels).tolist() == [8, 8, 8] and np.bincount(test.labels).tolist() == [3, 3, 3]
     train_images, test_images = train.images(), test.images()
@@ -165,12 +166,37 @@ def test_mini_imagenet_cache_follows_the_haet_protocol(tmp_path):
     )
 
 
+def test_mini_imagenet_class_order_sorted_takes_the_first_class_ids_and_the_manifest_says_which(tmp_path):
+    path = tmp_path / "mini-imagenet-cache-train.pkl"
+    image_data, class_dict = write_mini_imagenet_cache(path, CLASS_IDS, per_class=12)
+    options = {"num_classes": 3, "train_per_class": 8, "test_per_class": 3}
+    by_id = load_split("mini-imagenet", "train", str(path), class_order="sorted", **options)
+    assert by_id.class_names == tuple(sorted(CLASS_IDS)[:3]) != tuple(CLASS_IDS[:3])
+    assert np.array_equal(by_id.images()[0], pil_bilinear(image_data[class_dict[sorted(CLASS_IDS)[0]][0]], 32))
+    manifests = {
+        order: make_manifest(
+            SubsetSpec("mini-imagenet", str(path), options | {"class_order": order}, train_per_class=4, val_per_class=2)
+        )
+        for order in ("cache", "sorted")
+    }
+    default = make_manifest(SubsetSpec("mini-imagenet", str(path), options, train_per_class=4, val_per_class=2))
+    assert default["dataset"]["options"]["class_order"] == "cache"  # the default, written down
+    assert default["class_names"] == manifests["cache"]["class_names"] == CLASS_IDS[:3]
+    assert manifests["sorted"]["class_names"] == sorted(CLASS_IDS)[:3]
+    assert manifests["sorted"]["dataset"]["options"]["class_order"] == "sorted"
+    with pytest.raises(DataError, match=r"class_order must be one of cache, sorted, got 'alphabetical'"):
+        load_split("mini-imagenet", "train", str(path), class_order="alphabetical")
+
+
 def test_mini_imagenet_folder_follows_the_same_protocol(tmp_path):
     written = write_imagefolder(tmp_path, dict.fromkeys(CLASS_IDS, 6), size=84, split="images")
     root = tmp_path / "images"
-    test = load_split("mini-imagenet", "test", str(root), num_classes=2, train_per_class=4, test_per_class=2)
+    options = {"num_classes": 2, "train_per_class": 4, "test_per_class": 2}
+    test = load_split("mini-imagenet", "test", str(root), class_order="sorted", **options)
     assert test.class_names == ("n01532829", "n01749939")
     assert np.array_equal(test.images()[0], pil_bilinear(written["n01532829"][4], 32))
+    with pytest.raises(DataError, match=r"a folder of class folders has no cache order; set the option class_order"):
+        load_split("mini-imagenet", "test", str(root), **options)
 
 
 def test_mini_imagenet_errors(tmp_path):

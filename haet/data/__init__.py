@@ -26,6 +26,13 @@ def dataset_options(name: str) -> list[str]:
     return [p for p in parameters if p not in ("split", "root")]
 
 
+def resolved_options(name: str, options: dict) -> dict:
+    """The options a dataset loads with: the given ones over the loader's defaults, so a manifest names them all."""
+    parameters = inspect.signature(DATASETS[name]).parameters
+    defaults = {p: parameters[p].default for p in dataset_options(name)}
+    return defaults | options
+
+
 def load_split(name: str, split: str, root: str | None = None, **options: object) -> Split:
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
@@ -38,4 +45,13 @@ def load_split(name: str, split: str, root: str | None = None, **options: object
     return DATASETS[name](split, root, **options)
 
 
-__all__ = ["DATASETS", "SPLITS", "DataError", "Split", "class_counts", "dataset_options", "load_split"]
+__all__ = [
+    "DATASETS",
+    "SPLITS",
+    "DataError",
+    "Split",
+    "class_counts",
+    "dataset_options",
+    "load_split",
+    "resolved_options",
+]

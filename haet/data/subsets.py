@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from haet import HaetError, __version__
-from haet.data import SPLITS, DataError, Split, class_counts, load_split
+from haet.data import SPLITS, DataError, Split, class_counts, load_split, resolved_options
 from haet.files import canonical_json, check_schema, read_record, sha256_bytes, write_record
 
 SCHEMA_ID = "haet/subset-manifest/v1"
@@ -139,7 +139,7 @@ def make_manifest(spec: SubsetSpec, run: int = 0) -> dict:
     return {
         "schema": SCHEMA_ID,
         "haet_version": __version__,
-        "dataset": {"name": spec.dataset, "root": spec.root, "options": spec.options},
+        "dataset": {"name": spec.dataset, "root": spec.root, "options": resolved_options(spec.dataset, spec.options)},
         "spec": asdict(spec),
         "spec_sha256": spec.sha256(),
         "seed": spec.seed,
