@@ -14,7 +14,7 @@ from haet.models.cost import count, model_cost
 TABLE1 = [
     "RegNetX_200MF",
     "ShuffleNetV2",
-    "EfficientNetB0",
+    "EfficientNetB0_CIFAR",
     "MobileNetV2",
     "GoogLeNet",
     "DenseNet121",
@@ -32,11 +32,23 @@ TABLE1 = [
 ]
 
 
+ALL_MODELS = [*TABLE1, "EfficientNetB0"]  # and Tan & Le's EfficientNet-B0, named apart from the screened one
+
+
 def test_registry_holds_table1_in_order():
-    assert list_models() == TABLE1
+    assert list_models() == ALL_MODELS
 
 
-@pytest.mark.parametrize("name", TABLE1)
+def test_the_screened_efficientnet_keeps_the_collections_quirks_and_tan_and_le_s_does_not():
+    torch.manual_seed(0)
+    images = torch.randn(4, 3, 32, 32)
+    collection, tan_le = build("EfficientNetB0_CIFAR").eval(), build("EfficientNetB0").eval()
+    assert not torch.equal(collection(images), collection(images))  # its dropout stays on at evaluation
+    assert torch.equal(tan_le(images), tan_le(images))
+    assert collection.linear.in_features == 320 and tan_le.linear.in_features == 1280  # no 1280 head
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
 @pytest.mark.parametrize("input_px", [32, 37])
 def test_every_model_trains_a_step_at_any_resolution(name, input_px):
     torch.manual_seed(0)
@@ -64,7 +76,7 @@ def test_paper_nas_resnet18_has_22_percent_fewer_macs_and_47_percent_fewer_param
     assert round(100 * (1 - nas.params / baseline.params)) == 47
 
 
-@pytest.mark.parametrize("name", TABLE1)
+@pytest.mark.parametrize("name", ALL_MODELS)
 def test_hook_count_agrees_with_torch_flop_counter(name):
     """No convolution or matrix product escapes the hooks (torch counts 2 FLOPs per MAC)."""
     model = build(name, width=0.5)

@@ -2,9 +2,11 @@
 
 MobileNet and MobileNetV2 follow Kuang's CIFAR versions, whose strides were changed for 32x32 images: V1's stem
 has stride 1 (ImageNet: 2); V2's stem and its second stage have stride 1 (ImageNet: 2 and 2).
-EfficientNet-B0 follows Tan & Le (MBConv + squeeze-excitation 0.25, swish, 1x1 head to 1280, dropout 0.2,
-stochastic depth 0.2) with the same CIFAR change of a stride-1 stem. Kuang's EfficientNet differs from the
-paper: no 1280 head, dropout that stays on at evaluation, and stride-2 blocks that add their output to itself.
+EfficientNetB0 follows Tan & Le (MBConv + squeeze-excitation 0.25, swish, 1x1 head to 1280, dropout 0.2,
+stochastic depth 0.2) with the same CIFAR change of a stride-1 stem. EfficientNetB0_CIFAR is Kuang's, the one the
+paper screened, kept with what makes it differ from Tan & Le: no 1280 head; an expansion 1x1 conv even at
+expansion 1; squeeze-excitation to a quarter of the expanded channels; channel dropout 0.2 after every block
+that stays on at evaluation; and stride-2 blocks whose "shortcut" is their own output (out + out).
 """
 
 from __future__ import annotations
@@ -148,3 +150,42 @@ class EfficientNetB0(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(self.dropout(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1)))
+
+
+class CollectionMBConv(nn.Module):
+    """The CIFAR collection's EfficientNet block, its quirks kept (see the module docstring)."""
+
+    def __init__(self, in_planes: int, planes: int, expansion: int, kernel: int, stride: int):
+        super().__init__()
+        hidden = expansion * in_planes
+        self.expand = nn.Sequential(*conv_bn(in_planes, hidden), nn.SiLU())
+        self.depthwise = nn.Sequential(*conv_bn(hidden, hidden, kernel, stride, groups=hidden), nn.SiLU())
+        squeezed = max(1, int(hidden * 0.25))
+        self.se_reduce, self.se_expand = nn.Conv2d(hidden, squeezed, 1), nn.Conv2d(squeezed, hidden, 1)
+        self.project = nn.Sequential(*conv_bn(hidden, planes))
+        self.stride = stride
+        self.shortcut = nn.Sequential() if in_planes == planes else nn.Sequential(*conv_bn(in_planes, planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.depthwise(self.expand(x))
+        scale = F.silu(self.se_reduce(F.adaptive_avg_pool2d(out, 1)))
+        out = self.project(out * torch.sigmoid(self.se_expand(scale)))
+        out = F.dropout2d(out, 0.2)  # training=True whatever the mode: on at evaluation too, as the collection had
+        return out + (self.shortcut(x) if self.stride == 1 else out)
+
+
+class EfficientNetB0CIFAR(nn.Module):
+    def __init__(self, num_classes: int, depth: float, width: float):
+        super().__init__()
+        in_planes = channels(32, width)
+        layers = [*conv_bn(3, in_planes, 3), nn.SiLU()]
+        for expansion, out, count, kernel, stride in EfficientNetB0.plan:
+            planes = channels(out, width)
+            for position in range(blocks(count, depth)):
+                layers.append(CollectionMBConv(in_planes, planes, expansion, kernel, stride if position == 0 else 1))
+                in_planes = planes
+        self.features = nn.Sequential(*layers)
+        self.linear = nn.Linear(in_planes, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
