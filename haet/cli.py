@@ -204,7 +204,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             bars.append(tqdm(total=config.budget.max_epochs, unit="epoch", disable=args.quiet, dynamic_ncols=True))
         bar = bars[0]
         left = f"{max(0.0, point['budget_s'] - point['train_s']):.0f}s left" if point["budget_s"] else ""
-        bar.set_postfix_str(f"val_acc {point['val_acc']:.3f}  loss {point['train_loss']:.3f}  {left}")
+        loss = "diverged" if point["train_loss"] is None else f"{point['train_loss']:.3f}"
+        bar.set_postfix_str(f"val_acc {point['val_acc']:.3f}  loss {loss}  {left}")
         bar.update(point["epoch"] - bar.n)
 
     try:

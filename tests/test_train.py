@@ -11,15 +11,26 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
-from conftest import CIFAR_FOLDER, needs_real_cifar
+from conftest import CIFAR_FOLDER, needs_real_cifar, write_mini_imagenet_cache
 
 from haet import HaetError
 from haet.cli import main
 from haet.data.subsets import SubsetSpec, load_subset, make_manifest, write_manifest
+from haet.models import build
 from haet.train import Budget, ModelSpec, Recipe, RecipeError, Runtime, TrainConfig, read_run_record, train
-from haet.train.data import batch_crop_flip, batch_cutout, train_transform
+from haet.train.data import (
+    CROP_PADDING,
+    CUTOUT_SIZE,
+    LoaderPipeline,
+    ResidentPipeline,
+    batch_crop_flip,
+    batch_cutout,
+    normalized,
+    train_transform,
+)
 from haet.train.loop import learning_rate
 from haet.train.record import write_run_record
 
@@ -57,6 +68,41 @@ def test_digits_training_beats_chance_by_a_wide_margin(digits_large, tmp_path):
     assert record["model"]["macs"] > 0 and record["provenance"]["packages"]["torch"] == torch.__version__
     assert any("optimistic" in note for note in record["notes"])
     assert read_run_record(tmp_path / "run.json") == record
+
+
+def test_a_diverged_run_stops_and_still_writes_a_valid_record(digits, tmp_path):
+    """A loss that stops being finite (an absurd rate here; a NAS point whose Cutout covers its tiny input in the
+    wild) ends the run as diverged, with no NaN in the record, whose JSON is strict."""
+    recipe = Recipe(lr=1e30, batch_size=64, augment="none", schedule="constant", weight_decay=0.0)
+    config = TrainConfig(SMALL, recipe, Budget(seconds=None, max_epochs=20), Runtime(pipeline="resident"))
+    record = write_run_record(train(config, digits), tmp_path / "run.json")
+    assert record["budget"]["stopped_by"] == "diverged" and record["metrics"]["epochs"] < 20
+    assert record["metrics"]["train_loss_final"] is None and record["status"] == "complete"
+    assert read_run_record(tmp_path / "run.json") == record
+
+
+@pytest.mark.parametrize("pipeline", ["loader", "resident"])
+def test_mini_imagenet_kept_at_84_px_is_resized_inside_the_training_loop(tmp_path, pipeline, monkeypatch):
+    """size: null keeps the cache's 84x84 images in the subset; each batch is resized to the run's input side in
+    the loop, inside the budget, as the challenge's transform list did."""
+    cache = tmp_path / "mini-imagenet-cache-train.pkl"
+    write_mini_imagenet_cache(cache, ["n03017168", "n01532829"], per_class=10)
+    options = {"num_classes": 2, "train_per_class": 6, "test_per_class": 4, "size": None}
+    manifest = make_manifest(SubsetSpec("mini-imagenet", str(cache), options, train_per_class=6, val_per_class=4))
+    assert manifest["train"]["image_shape"] == [84, 84, 3] and manifest["dataset"]["options"]["size"] is None
+    config = TrainConfig(SMALL, FAST, Budget(seconds=None, max_epochs=1), Runtime(pipeline=pipeline, workers=0))
+    config = TrainConfig(config.model, Recipe(batch_size=4, augment="cutout"), config.budget, config.runtime)
+    sides = set()
+
+    def build_watched(*args, **kwargs):
+        model = build(*args, **kwargs)
+        model.register_forward_pre_hook(lambda module, inputs: sides.add(tuple(inputs[0].shape[-2:])))
+        return model
+
+    monkeypatch.setattr("haet.train.loop.build", build_watched)
+    record = train(config, load_subset(manifest))
+    assert record["model"]["input_px"] == 32 and record["metrics"]["epochs"] == 1
+    assert sides == {(32, 32)}  # training batches and validation alike
 
 
 @needs_real_cifar
@@ -259,6 +305,40 @@ def test_paper_transform_order():
     names = [type(step).__name__ for step in train_transform("paper", "paper", 32).transforms]
     assert names == ["RandomCrop", "RandomHorizontalFlip", "AutoAugment", "ToTensor", "Cutout", "Normalize"]
     assert train_transform("paper", "paper", 32).transforms[-1].std == (0.2023, 0.1994, 0.2010)
+    # a resolution multiplier resizes first, as the authors' scaled networks did
+    scaled = train_transform("paper", "paper", 32, input_px=64).transforms
+    assert [type(step).__name__ for step in scaled][:2] == ["Resize", "RandomCrop"] and scaled[1].size == (64, 64)
+
+
+def _hole_sides(batch: torch.Tensor) -> list[int]:
+    """Per image of a normalised batch of all-white images: the height of the zeroed square that is not the crop's
+    padding (padding zeroes whole rows or columns; the hole is narrower than the image)."""
+    zero = normalized(torch.zeros(1, 3, 1, 1), "paper")
+    cut = torch.isclose(batch, zero, atol=1e-4).all(dim=1)  # N x H x W
+    sides = []
+    for image in cut:
+        inside = image[:, ~image.all(dim=0)][~image.all(dim=1)]  # drop padding columns, then padding rows
+        rows = inside.any(dim=1).nonzero()
+        sides.append(int(rows.max() - rows.min() + 1) if len(rows) else 0)
+    return sides
+
+
+@pytest.mark.parametrize("pipeline", ["loader", "resident"])
+def test_a_resolution_multiplier_resizes_before_crop_and_cutout_so_the_hole_stays_16_px(pipeline):
+    white, labels = np.full((64, 32, 32, 3), 255, np.uint8), np.zeros(64, np.int64)
+    args = (white, labels, "cutout", "paper", 64)
+    if pipeline == "loader":
+        torch.manual_seed(0)
+        feed = LoaderPipeline(*args, workers=0, seed=0, device=torch.device("cpu"), input_px=64)
+    else:
+        feed = ResidentPipeline(*args, seed=0, device=torch.device("cpu"), input_px=64)
+    batch, _ = next(iter(feed.epoch()))
+    assert batch.shape == (64, 3, 64, 64)
+    sides = _hole_sides(batch)
+    assert max(sides) == CUTOUT_SIZE  # resized after augmenting, the hole would be 32 px
+    zero = normalized(torch.zeros(1, 3, 1, 1), "paper")
+    padding_rows = torch.isclose(batch, zero, atol=1e-4).all(dim=1).all(dim=2).sum(dim=1)
+    assert padding_rows.max() <= 2 * CROP_PADDING  # 4 px a side at the new size, not 8
 
 
 def test_ctrl_c_at_the_terminal_writes_a_record_marked_interrupted(tmp_path):

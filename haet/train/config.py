@@ -56,9 +56,10 @@ def _choice(name: str, value: object, choices: tuple[str, ...] | dict) -> None:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    name: str = "ResNet18"
+    # the defaults are the paper's final submission, NOMAD-NAS-SENet-18 (SENet-18 at width 0.67)
+    name: str = "SENet18"
     depth: float = 1.0
-    width: float = 1.0
+    width: float = 0.67
     resolution: float = 1.0  # input side int(32 * resolution), resized on the fly
 
     def __post_init__(self) -> None:

@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from haet.data.subsets import Subset
@@ -23,7 +22,7 @@ from haet.files import canonical_json, content_hash, sha256_bytes
 from haet.models import build, input_size
 from haet.models.cost import model_cost
 from haet.train.config import RecipeError, TrainConfig
-from haet.train.data import LoaderPipeline, ResidentPipeline, normalized, to_device_images
+from haet.train.data import LoaderPipeline, ResidentPipeline, normalized, resize, to_device_images
 
 OPTIMISM_NOTE = (
     "val_acc_best_optimistic is the best validation accuracy over evaluated epochs: choosing the epoch on the "
@@ -83,14 +82,6 @@ def learning_rate(config: TrainConfig, epoch: int, epoch_progress: float, time_p
     return lr
 
 
-def resize(batch: torch.Tensor, input_px: int) -> torch.Tensor:
-    if batch.shape[-1] == input_px and batch.shape[-2] == input_px:
-        return batch
-    return F.interpolate(
-        batch, size=(input_px, input_px), mode="bilinear", align_corners=False, antialias=input_px < batch.shape[-1]
-    )
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int, autocast: bool) -> float:
     model.eval()
@@ -138,7 +129,7 @@ def train(config: TrainConfig, subset: Subset, on_epoch: Callable[[dict], None] 
     images, labels = subset.train.images, subset.train.labels
     if pipeline_name == "resident":
         pipeline = ResidentPipeline(
-            images, labels, recipe.augment, recipe.normalize, recipe.batch_size, seeds["shuffle"], device
+            images, labels, recipe.augment, recipe.normalize, recipe.batch_size, seeds["shuffle"], device, input_px
         )
     else:
         pipeline = LoaderPipeline(
@@ -150,6 +141,7 @@ def train(config: TrainConfig, subset: Subset, on_epoch: Callable[[dict], None] 
             runtime.workers,
             seeds["shuffle"],
             device,
+            input_px,
         )
         torch.manual_seed(seeds["augment"])  # the workers' transforms draw from seeds derived from this
     val_images = resize(normalized(to_device_images(subset.validation.images, device), recipe.normalize), input_px)
@@ -162,7 +154,7 @@ def train(config: TrainConfig, subset: Subset, on_epoch: Callable[[dict], None] 
     epoch = steps = images_seen = 0
     curve: list[dict] = []
     stopped_by = None
-    last_loss = float("nan")
+    last_loss = None  # the mean loss of the last epoch; None before any step, and once it stops being finite
     longest_step_s = 0.0
     budget_start = time.perf_counter()  # competition mode: after data loading and model construction
 
@@ -220,7 +212,6 @@ def train(config: TrainConfig, subset: Subset, on_epoch: Callable[[dict], None] 
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(config, epoch, step_in_epoch / steps_per_epoch, time_progress)
                 # the whole training step
-                inputs = resize(inputs, input_px)
                 if on_cuda:
                     inputs = inputs.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
@@ -243,7 +234,10 @@ def train(config: TrainConfig, subset: Subset, on_epoch: Callable[[dict], None] 
             images_seen += epoch_images
             full_epoch = stopped_by is None
             epoch += 1 if full_epoch else 0
-            last_loss = (loss_sum / max(epoch_images, 1)).item()
+            mean_loss = (loss_sum / max(epoch_images, 1)).item()
+            last_loss = mean_loss if math.isfinite(mean_loss) else None
+            if last_loss is None and epoch_images:
+                stopped_by = "diverged"  # NaN or inf: more steps cannot bring it back
             evaluate_now = budget.mode == "competition" or (full_epoch and epoch % budget.eval_every_epochs == 0)
             if evaluate_now:
                 point = curve_point()
@@ -251,7 +245,8 @@ def train(config: TrainConfig, subset: Subset, on_epoch: Callable[[dict], None] 
                 if on_epoch is not None:
                     on_epoch(point | {"budget_s": budget.seconds, "max_epochs": budget.max_epochs})
             if (
-                budget.early_stop_epoch is not None
+                stopped_by is None
+                and budget.early_stop_epoch is not None
                 and epoch >= budget.early_stop_epoch
                 and curve
                 and max(p["val_acc"] for p in curve) <= budget.early_stop_acc
@@ -314,6 +309,6 @@ def train(config: TrainConfig, subset: Subset, on_epoch: Callable[[dict], None] 
             "longest_step_s": round(longest_step_s, 4),
             "curve": curve,
         },
-        "runtime": {"device": str(device), "pipeline": pipeline_name},
+        "runtime": {"device": str(device), "pipeline": pipeline_name, "precision": "bf16" if on_cuda else "fp32"},
         "notes": [OPTIMISM_NOTE] + (manifest.get("notes") or []),
     }
