@@ -52,6 +52,7 @@ include: "workflow/rules/nas.smk"
 include: "workflow/rules/augment.smk"
 include: "workflow/rules/hpo.smk"
 include: "workflow/rules/final.smk"
+include: "workflow/rules/reference.smk"
 
 
 # Rankings, tables and subsets are light: on a cluster they run where Snakemake runs, not as jobs.

@@ -334,7 +334,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from haet.report.tables import audit, make_table, rank
 
     if args.report_command == "table":
-        table = make_table(args.kind, _groups(args.group), args.out_prefix, args.allow_mixed_images)
+        table = make_table(
+            args.kind, _groups(args.group), args.out_prefix, args.allow_mixed_images, args.search_summary
+        )
         print(
             f"{args.out_prefix}.md: {len(table['rows'])} rows from "
             f"{sum(len(row['sources']) for row in table['rows'])} run records"
@@ -514,6 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-mixed-images",
         action="store_true",
         help="runs from different images (or native runs) may share the table; the audit then accepts it",
+    )
+    table.add_argument(
+        "--search-summary",
+        action="append",
+        default=[],
+        help="a search's summary.json: the table notes by which metric it chose (repeatable)",
     )
     table.set_defaults(handler=cmd_report)
     ranking = report_commands.add_parser("rank", help="rank groups of runs by mean final accuracy (JSON)")

@@ -18,7 +18,7 @@ from conftest import REPO, jobs_run, snakemake
 from haet.cli import main
 from haet.files import read_record, write_record
 
-TABLE_ROWS = {"table1": 3, "table2a": 4, "table2": 4, "table3": 2, "table4": 1}
+TABLE_ROWS = {"table1": 3, "table2a": 4, "table2": 4, "table3": 3, "table4": 2}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,8 @@ def test_default_pipeline_writes_every_table_with_the_expected_rows(study, monke
     labels = {name: [row["label"] for row in read_record(tables / f"{name}.json")["rows"]] for name in TABLE_ROWS}
     assert sorted(labels["table1"]) == ["MobileNetV2", "ResNet18", "SENet18"]
     assert sorted(label.split("|")[1] for label in labels["table2a"]) == ["NAS", "NAS", "baseline", "baseline"]
-    assert [label.split("|")[1] for label in labels["table3"]] == ["before HPO", "after HPO"]
+    assert [label.split("|")[1] for label in labels["table3"]] == ["before HPO", "after HPO", "paper submission"]
+    assert labels["table4"][1] == "SENet18|paper submission"
     table1 = read_record(tables / "table1.json")["rows"]
     assert [row["rank"] for row in table1] == [1, 2, 3]
     assert table1[0]["val_acc_final_mean"] >= table1[-1]["val_acc_final_mean"]
@@ -131,7 +132,73 @@ def test_duplicate_and_interrupted_runs_are_not_counted_and_are_named(study_copy
     ranking = study_copy / "rank.json"
     assert main(["report", "rank", "--group", "ResNet18", paths[3], "--out", str(ranking)]) == 2
     assert "has no complete run to count" in capsys.readouterr().err
-    assert main(["report", "audit", str(out.with_suffix(".json"))]) == 0
+    capsys.readouterr()
+    assert main(["report", "audit", str(out.with_suffix(".json"))]) == 1  # the protocol's n is the listed runs
+    assert "row ResNet18: n is 1 but the study listed 4 runs for it" in capsys.readouterr().out
+
+
+def _variant(path: Path, out: Path, change) -> str:
+    """A run record like path's with one thing changed, written as haet writes records (valid, hashed)."""
+    record = read_record(path)
+    record.pop("content_sha256")
+    change(record)
+    write_record(out, record)
+    return str(out)
+
+
+ROW_MIXES = {
+    "budgets": lambda r: r["budget"].update(seconds=9),
+    "budget modes": lambda r: r["budget"].update(mode="competition"),
+    "precisions": lambda r: r["runtime"].update(precision="bf16"),
+    "datasets": lambda r: r["subset"].update(dataset="cifar10"),
+    "recipes": lambda r: r["config"]["recipe"].update(lr=0.5),
+    "code versions": lambda r: r["provenance"].update(git_commit="0" * 40),
+}
+
+
+@pytest.mark.parametrize("name", ROW_MIXES)
+def test_the_audit_fails_a_row_whose_runs_mix_what_the_protocol_holds_fixed(study_copy, capsys, name):
+    screening = study_copy / "screening" / "ResNet18"
+    mixed = [
+        str(screening / "run0.json"),
+        _variant(screening / "run1.json", study_copy / "mixed.json", ROW_MIXES[name]),
+    ]
+    out = study_copy / "tables" / "mixed"
+    assert main(["report", "table", "table1", "--group", "ResNet18", *mixed, "--out-prefix", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["report", "audit", str(out.with_suffix(".json"))]) == 1
+    printed = capsys.readouterr().out
+    assert f"row ResNet18: its runs mix {name}:" in printed
+    if name == "recipes":
+        assert "lr: 0.05 vs 0.5" in printed  # the key that differs, not two JSON blobs
+
+
+def test_the_audit_fails_rows_compared_under_different_budgets(study_copy, capsys):
+    screening = study_copy / "screening"
+    longer = [
+        _variant(screening / "SENet18" / f"run{run}.json", study_copy / f"longer{run}.json", ROW_MIXES["budgets"])
+        for run in (0, 1)
+    ]
+    shorter = [str(screening / "ResNet18" / f"run{run}.json") for run in (0, 1)]
+    out = study_copy / "tables" / "budgets"
+    groups = ["--group", "ResNet18", *shorter, "--group", "SENet18", *longer]
+    assert main(["report", "table", "table1", *groups, "--out-prefix", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["report", "audit", str(out.with_suffix(".json"))]) == 1
+    assert "rows compared in this table were trained under different budgets: " in capsys.readouterr().out
+
+
+def test_table3_says_which_metric_chose_the_recipe_and_the_audit_holds_it_to_the_summary(study_copy, capsys):
+    table = study_copy / "tables" / "table3.json"
+    assert any(
+        "the HPO search chose by the mean final accuracy over 1 subset" in n for n in read_record(table)["notes"]
+    )
+    summary = read_record(study_copy / "hpo" / "summary.json")
+    summary.pop("content_sha256")
+    summary["problem"]["metric"] = "best_epoch"
+    write_record(study_copy / "hpo" / "summary.json", summary)
+    assert main(["report", "audit", str(table)]) == 1
+    assert "hpo/summary.json: not the search summary the table was made from" in capsys.readouterr().out
 
 
 def test_after_snakemake_is_killed_unlock_and_rerun_finish_the_study(tmp_path):
@@ -218,8 +285,26 @@ def test_paper_config_plans_all_17_models_over_ten_runs(tmp_path):
     result = snakemake(tmp_path, "-n", "-p", "--configfile", str(REPO / "workflow" / "config" / "paper.yaml"))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
-    assert jobs_run(output)["screen"] == 170
+    assert jobs_run(output)["screen"] == 170 and jobs_run(output)["subset"] == 10
+    assert '"mode": "competition"' in output  # the challenge's clock, in every training stage
     assert '"width": 0.25' not in output  # the paper study replaces the default one; it does not merge into it
+
+
+def test_nas_per_model_settings_reach_only_that_models_search(study, tmp_path):
+    config = yaml.safe_load((REPO / "workflow" / "config" / "default.yaml").read_text())
+    config["nas"]["per_model"] = {"ResNet18": {"max_evaluations": 9, "variables": {"width": {"upper": 2.0}}}}
+    (tmp_path / "per-model.yaml").write_text(yaml.safe_dump(config))
+    plan = snakemake(study, "-n", "-p", "--forcerun", "nas", "--configfile", str(tmp_path / "per-model.yaml"))
+    output = plan.stdout + plan.stderr
+    assert plan.returncode == 0, output[-3000:]
+    commands = {line.split("--model ")[1].split()[0]: line for line in output.splitlines() if "search nas" in line}
+    assert '"max_evaluations": 9' in commands["ResNet18"] and '"width": {"upper": 2.0}' in commands["ResNet18"]
+    assert '"max_evaluations": 6' in commands["SENet18"] and "upper" not in commands["SENet18"]
+    config["nas"]["per_model"] = {"ResNet81": {"max_evaluations": 9}}
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump(config))
+    typo = snakemake(study, "-n", "--configfile", str(tmp_path / "typo.yaml"))
+    assert typo.returncode != 0
+    assert "nas.per_model names ResNet81, not among screening.models" in typo.stdout + typo.stderr
 
 
 def test_forcerun_until_and_named_targets_plan_as_snakemake_users_expect(study, tmp_path):

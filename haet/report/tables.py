@@ -10,12 +10,13 @@ from __future__ import annotations
 import collections
 import csv
 import io
+import json
 import statistics
 from pathlib import Path
 
 from haet import HaetError
-from haet.files import read_record, write_atomic, write_record
-from haet.report.paper import PAPER_VALUES, TITLES
+from haet.files import canonical_json, read_record, write_atomic, write_record
+from haet.report.paper import PAPER_MODELS, PAPER_VALUES, TITLES
 from haet.train import read_run_record
 
 SCHEMA = "haet/table/v1"
@@ -37,7 +38,12 @@ COLUMNS = [
     "macs",
     "macs_vs_baseline",
     "params_vs_baseline",
+    "budget_s",
+    "max_epochs",
+    "budget_mode",
+    "precision",
     "paper",
+    "paper_model",
     "image",
 ]
 OPTIMISM_NOTE = (
@@ -68,6 +74,68 @@ def image_problems(table: dict, records: list[dict]) -> list[str]:
         return []
     listed = ", ".join(f"{image} ({n} runs)" for image, n in sorted(counts.items()))
     return [f"runs come from different images: {listed}; rerun them in one, or set container.allow_mixed_images"]
+
+
+def precision_of(record: dict) -> str:
+    """The arithmetic a run trained in (records before the field: bf16 autocast on CUDA, fp32 on the CPU)."""
+    runtime = record["runtime"]
+    return runtime.get("precision") or ("bf16" if runtime["device"].startswith("cuda") else "fp32")
+
+
+def code_version(record: dict) -> str:
+    provenance = record["provenance"]
+    commit = (provenance["git_commit"] or "unknown commit")[:12]
+    return f"haet {provenance['haet_version']} {commit}" + (" (uncommitted changes)" if provenance["git_dirty"] else "")
+
+
+# What every run of one row must share for its mean to be one protocol's number, and what the rows of one table
+# must share for the paper's comparison between them to hold (the budget: seconds, epochs and how it was counted).
+ROW_INVARIANTS = {
+    "budgets": lambda r: f"{r['budget']['seconds']} s, {r['budget']['max_epochs']} epochs",
+    "budget modes": lambda r: r["budget"]["mode"],
+    "precisions": precision_of,
+    "datasets": lambda r: (
+        f"{r['subset']['dataset']} ({r['subset']['train_count']} train, "
+        f"{r['subset']['validation_count']} validation images)"
+    ),
+    "recipes": lambda r: canonical_json(r["config"]["recipe"]),
+    "code versions": code_version,
+}
+TABLE_INVARIANTS = ("budgets", "budget modes", "precisions")
+
+
+def _differences(values: list[str]) -> str:
+    """Distinct values for a message; recipes as the keys whose values differ rather than two JSON blobs."""
+    if not all(value.startswith("{") for value in values):
+        return " vs ".join(values)
+    recipes = [json.loads(value) for value in values]
+    keys = sorted(key for key in set().union(*recipes) if len({canonical_json(r.get(key)) for r in recipes}) > 1)
+    return "; ".join(f"{key}: " + " vs ".join(repr(recipe.get(key)) for recipe in recipes) for key in keys)
+
+
+def protocol_problems(loaded: dict[str, list[tuple[str, dict]]]) -> list[str]:
+    """Rows that mix what the protocol holds fixed, rows with fewer runs counted than listed, and rows of one table
+    trained under different budgets. Images are checked table-wide by image_problems."""
+    problems, shared = [], {}
+    for label, records in loaded.items():
+        counted, excluded = counted_runs(label, records)
+        for name, value_of in ROW_INVARIANTS.items():
+            values = sorted({value_of(record) for _, record in counted})
+            if len(values) > 1:
+                problems.append(f"row {label}: its runs mix {name}: {_differences(values)}")
+            shared.setdefault(name, {})[label] = values[0]
+        if excluded:
+            reasons = ", ".join(f"{item['path']} ({item['reason']})" for item in excluded)
+            problems.append(
+                f"row {label}: n is {len(counted)} but the study listed {len(records)} runs for it; not counted: "
+                f"{reasons}. Rerun those runs"
+            )
+    for name in TABLE_INVARIANTS:
+        values = shared.get(name, {})
+        if len(set(values.values())) > 1:
+            listed = "; ".join(f"{label}: {value}" for label, value in values.items())
+            problems.append(f"rows compared in this table were trained under different {name}: {listed}")
+    return problems
 
 
 def counted_runs(label: str, records: list[tuple[str, dict]]) -> tuple[list[tuple[str, dict]], list[dict]]:
@@ -116,6 +184,10 @@ def summarize(label: str, records: list[tuple[str, dict]]) -> dict:
         "val_acc_best_optimistic_mean": statistics.fmean(bests),
         "params": first["model"]["params"],
         "macs": first["model"]["macs"],
+        "budget_s": first["budget"]["seconds"],
+        "max_epochs": first["budget"]["max_epochs"],
+        "budget_mode": first["budget"]["mode"],
+        "precision": precision_of(first),
         "image": _short_image({image_of(record) for _, record in records}),
         "sources": sources,
         "excluded": excluded,
@@ -134,6 +206,7 @@ def build_rows(kind: str, groups: dict[str, list[tuple[str, dict]]]) -> list[dic
         row["macs_vs_baseline"] = row["macs"] / base["macs"] - 1 if base and base is not row else None
         row["params_vs_baseline"] = row["params"] / base["params"] - 1 if base and base is not row else None
         row["paper"] = paper.get(row["label"])  # keyed by label: a value shows only beside the same row
+        row["paper_model"] = PAPER_MODELS.get(kind, {}).get(row["label"])
     return rows
 
 
@@ -155,6 +228,10 @@ def render_markdown(table: dict) -> str:
         "val_acc_final_std": "std %",
         "val_acc_best_optimistic_mean": "acc best-epoch % (optimistic)",
         "paper": "paper %",
+        "paper_model": "paper's model",
+        "budget_s": "budget s",
+        "max_epochs": "max epochs",
+        "budget_mode": "budget mode",
         "macs_vs_baseline": "MACs vs baseline",
         "params_vs_baseline": "params vs baseline",
     }
@@ -178,10 +255,42 @@ def render_csv(table: dict) -> str:
     return buffer.getvalue()
 
 
+METRIC_NAMES = {"final": "final accuracy", "best_epoch": "best-epoch accuracy (optimistic)"}
+
+
+def search_source(path: str | Path) -> dict:
+    """What a search summary says about how it chose (read back against its hash), for a table's note."""
+    summary = read_record(path)
+    problem = summary.get("problem") or {}
+    if summary.get("schema") != "haet/search-summary/v1" or "metric" not in problem:
+        raise HaetError(f"{path}: not a search summary that names its metric; rerun the search")
+    return {
+        "path": str(path),
+        "content_sha256": summary["content_sha256"],
+        "kind": summary["kind"],
+        "metric": problem["metric"],
+        "subsets": len(problem["manifests"]),
+        "evaluations": summary["evaluations"],
+    }
+
+
+def search_note(source: dict) -> str:
+    subsets = f"{source['subsets']} subset" + ("s" if source["subsets"] != 1 else "")
+    return (
+        f"{source['path']}: the {source['kind'].upper()} search chose by the mean {METRIC_NAMES[source['metric']]} "
+        f"over {subsets} ({source['evaluations']} evaluations); this table reports final accuracy."
+    )
+
+
 def make_table(
-    kind: str, groups: dict[str, list[str]], out_prefix: str | Path, allow_mixed_images: bool = False
+    kind: str,
+    groups: dict[str, list[str]],
+    out_prefix: str | Path,
+    allow_mixed_images: bool = False,
+    search_summaries: list[str] | None = None,
 ) -> dict:
-    """Read every group's run records (hash-checked), summarise, and write PREFIX.json, .csv and .md."""
+    """Read every group's run records (hash-checked), summarise, and write PREFIX.json, .csv and .md. The search
+    summaries named (NAS for Table 2a, HPO for Table 3) add a note saying by which metric each search chose."""
     if kind not in TITLES:
         raise HaetError(f"unknown table {kind!r}; tables: {', '.join(TITLES)}")
     loaded = {label: [(path, read_run_record(path)) for path in paths] for label, paths in groups.items()}
@@ -190,6 +299,8 @@ def make_table(
         notes.append("Validation images were drawn from the dataset's test split, as in the paper.")
     if allow_mixed_images:
         notes.append("The study allows runs from different images (or native runs) in one table: see `image`.")
+    searches = [search_source(path) for path in search_summaries or []]
+    notes += [search_note(source) for source in searches]
     rows = build_rows(kind, loaded)
     left_out = [f"{item['path']} ({item['reason']})" for row in rows for item in row["excluded"]]
     if left_out:
@@ -202,6 +313,7 @@ def make_table(
         "rows": rows,
         "notes": notes,
         "allow_mixed_images": allow_mixed_images,
+        "searches": searches,
     }
     prefix = Path(out_prefix)
     # The .csv and .md are renderings of the .json; the .json goes last, so a crash in between leaves files the
@@ -258,6 +370,17 @@ def audit(table_path: str | Path) -> list[str]:
     if problems:
         return problems
     problems += image_problems(table, [record for records in loaded.values() for _, record in records])
+    problems += protocol_problems(loaded)
+    for source in table.get("searches", []):
+        try:
+            again = search_source(source["path"])
+        except HaetError as exc:
+            problems.append(str(exc))
+            continue
+        if again != source:
+            problems.append(f"{source['path']}: not the search summary the table was made from (it changed since)")
+        elif search_note(again) not in table["notes"]:
+            problems.append(f"the note on {source['path']} is not what that summary says; the table was edited")
     expected = build_rows(table["kind"], loaded)
     for row, again in zip(table["rows"], expected, strict=True):
         for column in [*COLUMNS, "excluded"]:

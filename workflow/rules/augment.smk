@@ -32,18 +32,21 @@ checkpoint rank_augment:
 
 rule table2a:
     input:
-        records_of(table2a_groups),
+        records=records_of(table2a_groups),
+        searches=lambda wildcards: [f"{OUT}/nas/{model}/summary.json" for model in nas_models()],
     output:
         multiext(f"{OUT}/tables/table2a", ".json", ".csv", ".md"),
     params:
         haet=HAET,
         mixed_images=MIXED_IMAGES,
         groups=lambda wildcards: group_args(table2a_groups()),
+        searches=lambda wildcards, input: repeated("--search-summary", input.searches),
         prefix=table_prefix,
     log:
         f"{OUT}/logs/tables/table2a.log",
     shell:
-        "{params.haet} report table table2a {params.groups} --out-prefix {params.prefix:q} {params.mixed_images} > {log:q} 2>&1"
+        "{params.haet} report table table2a {params.groups} {params.searches} "
+        "--out-prefix {params.prefix:q} {params.mixed_images} > {log:q} 2>&1"
 
 
 rule table2:

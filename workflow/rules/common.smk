@@ -125,16 +125,42 @@ def hpo_model():
 HPO_MANIFESTS = [f"{OUT}/subsets/run{run}.json" for run in RUNS[: config["hpo"]["subsets"]]]
 
 
+# The reference rows (reference.smk): the paper's final submission, as `haet train`'s defaults.
+REFERENCE_LABEL = "SENet18|paper submission"
+REFERENCE_RUNS = {"hpo": HPO_RUNS, "final": FINAL_RUNS}
+
+
+def reference_config(stage):
+    """Only the budget and runtime of the stage's tuned runs; the model and recipe stay haet's defaults."""
+    layers = [config["screening"]["train"], config["augment"]["train"]]
+    layers += [config["final"]["train"]] if stage == "final" else []
+    merged = {"budget": {}, "runtime": {}}
+    for layer in layers:
+        for section in merged:
+            merged[section] |= layer.get(section, {})
+    return merged
+
+
+def reference_manifest(wildcards):
+    folder = "final/subsets" if wildcards.stage == "final" else "subsets"
+    return f"{OUT}/{folder}/run{wildcards.run}.json"
+
+
+def reference_group(stage):
+    """The reference row of Tables 3 and 4: the paper's submission on that stage's subsets (reference.smk)."""
+    return {REFERENCE_LABEL: runs_of(f"{OUT}/reference/{stage}/run{{run}}.json", REFERENCE_RUNS[stage])}
+
+
 def table3_groups():
     model = hpo_model()
     return {
         f"{model}|before HPO": runs_of(AUGMENT_RUN, AUGMENT_RUNS, model=model, recipe=CARRY),
         f"{model}|after HPO": runs_of(f"{OUT}/hpo/runs/run{{run}}.json", HPO_RUNS),
-    }
+    } | reference_group("hpo")
 
 
 def table4_groups():
-    return {f"{hpo_model()}|final": runs_of(f"{OUT}/final/runs/run{{run}}.json", FINAL_RUNS)}
+    return {f"{hpo_model()}|final": runs_of(f"{OUT}/final/runs/run{{run}}.json", FINAL_RUNS)} | reference_group("final")
 
 
 SCREENING_GROUPS = {model: runs_of(SCREENING_RUN, RUNS, model=model) for model in MODELS}

@@ -47,7 +47,8 @@ rule hpo_run:
 
 rule table3:
     input:
-        records_of(table3_groups),
+        records=records_of(table3_groups),
+        search=f"{OUT}/hpo/summary.json",
     output:
         multiext(f"{OUT}/tables/table3", ".json", ".csv", ".md"),
     params:
@@ -58,4 +59,5 @@ rule table3:
     log:
         f"{OUT}/logs/tables/table3.log",
     shell:
-        "{params.haet} report table table3 {params.groups} --out-prefix {params.prefix:q} {params.mixed_images} > {log:q} 2>&1"
+        "{params.haet} report table table3 {params.groups} --search-summary {input.search:q} "
+        "--out-prefix {params.prefix:q} {params.mixed_images} > {log:q} 2>&1"

@@ -1,0 +1,20 @@
+# The paper's exact final submission (`haet train`'s defaults: SENet-18 at width 0.67, the paper's recipe), trained
+# on the same subsets and under the same budget and runtime as the tuned recipe: the reference rows of Tables 3
+# and 4, so the paper's recipe and the harness's own search stand side by side.
+rule reference_run:
+    input:
+        manifest=reference_manifest,
+    output:
+        f"{OUT}/reference/{{stage}}/run{{run}}.json",
+    wildcard_constraints:
+        stage="hpo|final",
+        run=r"\d+",
+    params:
+        haet=HAET,
+        config=lambda wildcards: as_json(reference_config(wildcards.stage)),
+    resources:
+        gpu=1,
+    log:
+        f"{OUT}/logs/reference/{{stage}}-run{{run}}.log",
+    shell:
+        "{params.haet} train --quiet --manifest {input.manifest:q} --config {params.config:q} --out {output:q} > {log:q} 2>&1"
