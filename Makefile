@@ -23,7 +23,7 @@ PIP_CERT_FILE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 comma := ,
 GIT_DIRTY = $(shell test -z "$$(git status --porcelain 2>/dev/null)" && echo false || echo true)
 
-.PHONY: reproduce resume test lint bench image container clean
+.PHONY: reproduce resume test lint bench gpu-check image container clean
 
 $(STAMP): pyproject.toml envs/requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,26 @@ test: lint
 bench: $(STAMP)
 	$(RUN) python -m pytest tests/test_benchmarks.py --benchmark-enable --benchmark-columns=mean,stddev,ops
 	$(RUN) haet bench
+
+# The check a session runs on a lent GPU, in under 5 minutes: the tests of the CUDA paths, `haet bench` on the real
+# CIFAR-10 subset (500 + 100 images a class), and one run of the paper's recipe for 240 epochs, each printing its
+# figures. The variables shrink it for a check on the CPU (tests/test_workflow.py runs it so).
+CIFAR ?= ../shared/data/cifar10
+GPU_CHECK_DIR ?= results/gpu-check
+GPU_CHECK_SUBSET ?= {"data": {"dataset": "imagefolder", "root": "$(CIFAR)"}, \
+	"subsets": {"train_per_class": 500, "val_per_class": 100}}
+GPU_CHECK_TESTS ?= tests/test_train.py tests/test_autoaugment.py
+GPU_CHECK_BENCH ?= --epochs 6 --workers 12
+GPU_CHECK_EPOCHS ?= 240
+GPU_CHECK_TRAIN ?=
+
+gpu-check: $(STAMP)
+	$(if $(GPU_CHECK_TESTS),$(RUN) python -m pytest -q -p no:cacheprovider $(GPU_CHECK_TESTS))
+	mkdir -p $(GPU_CHECK_DIR)
+	$(RUN) haet data subset --config '$(GPU_CHECK_SUBSET)' --run 0 --out $(GPU_CHECK_DIR)/subset.json
+	$(RUN) haet bench --manifest $(GPU_CHECK_DIR)/subset.json $(GPU_CHECK_BENCH)
+	$(RUN) haet train --quiet --manifest $(GPU_CHECK_DIR)/subset.json --out $(GPU_CHECK_DIR)/paper-recipe.json \
+		--config '{"budget": {"seconds": null, "max_epochs": $(GPU_CHECK_EPOCHS)}}' $(GPU_CHECK_TRAIN)
 
 image:
 	$(ENGINE) build --network host -f containers/Dockerfile -t $(IMAGE) \

@@ -150,6 +150,7 @@ TRAIN_FLAGS = {  # flag -> (config section, key, type)
     "budget_mode": ("budget", "mode", str),
     "device": ("runtime", "device", str),
     "pipeline": ("runtime", "pipeline", str),
+    "precision": ("runtime", "precision", str),
     "workers": ("runtime", "workers", int),
     "seed": ("runtime", "seed", int),
 }
@@ -224,29 +225,34 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from haet.data.subsets import SubsetSpec, load_subset, make_manifest
+    import json
+
+    from haet.data.subsets import SubsetSpec, load_subset, make_manifest, read_manifest
     from haet.train import ModelSpec
-    from haet.train.bench import bench_pipelines
+    from haet.train.bench import bench
 
     if args.manifest:
-        from haet.data.subsets import read_manifest
-
         subset = load_subset(read_manifest(args.manifest))
     else:
         subset = load_subset(make_manifest(SubsetSpec("digits", train_per_class=120, val_per_class=50)))
     model = ModelSpec(args.model, width=args.width)
-    rows = bench_pipelines(subset, model, args.augment, args.batch_size, args.epochs, args.device, args.workers)
-    print(
-        f"{args.model} width {args.width}, recipe {args.augment}, batch {args.batch_size}, "
-        f"{len(subset.train.labels)} training images, device {rows[0]['device']}"
+    rows = bench(
+        subset, model, args.batch_size, args.epochs, args.device, args.workers, args.precision, tuple(args.recipes)
     )
-    print(f"{'pipeline':<10} {'epoch s':>9} {'images/s':>10}")
+    if args.json:
+        print(json.dumps({"model": model.name, "width": model.width, "batch_size": args.batch_size, "rows": rows}))
+        return 0
+    print(
+        f"{args.model} width {args.width}, batch {args.batch_size}, {len(subset.train.labels)} training images, "
+        f"device {rows[0]['device']}, precision {rows[0]['precision']}; median of {rows[0]['epochs_measured']} "
+        "epochs after a warm-up epoch"
+    )
+    print(f"{'recipe':<7} {'pipeline':<9} {'epoch s':>8} {'images/s':>9} {'vs loader':>10} {'vs bare':>8}")
     for row in rows:
-        print(f"{row['pipeline']:<10} {row['epoch_s']:>9.3f} {row['images_per_s']:>10.0f}")
-    print(
-        f"resident / loader: {rows[1]['speedup']:.2f}x the epochs per second "
-        f"(median of {rows[1]['epochs_measured']} epochs after a warm-up epoch)"
-    )
+        print(
+            f"{row['recipe']:<7} {row['pipeline']:<9} {row['epoch_s']:>8.3f} {row['images_per_s']:>9.0f} "
+            f"{row['vs_loader']:>9.2f}x {row['vs_bare']:>7.2f}x"
+        )
     return 0
 
 
@@ -447,15 +453,19 @@ def build_parser() -> argparse.ArgumentParser:
         train.add_argument(f"--{flag.replace('_', '-')}", type=kind, help=f"{section}.{key}")
     train.set_defaults(handler=cmd_train)
 
-    bench = commands.add_parser("bench", help="epoch time of the DataLoader pipeline vs the device-resident one")
+    bench = commands.add_parser(
+        "bench", help="epoch time of the loader pipeline, the resident pipeline and a bare loop, per recipe"
+    )
     bench.add_argument("--manifest", help="subset manifest (default: a digits subset of 1,200 images)")
     bench.add_argument("--model", default="SENet18")
     bench.add_argument("--width", type=float, default=0.67)
-    bench.add_argument("--augment", default="basic", choices=["none", "basic", "cutout"])
+    bench.add_argument("--recipes", nargs="+", default=["basic", "paper"], choices=["none", "basic", "cutout", "paper"])
     bench.add_argument("--batch-size", type=int, default=512)
     bench.add_argument("--epochs", type=int, default=4)
     bench.add_argument("--device", default="auto")
     bench.add_argument("--workers", type=int, default=2)
+    bench.add_argument("--precision", default="auto", choices=["auto", "fp32", "tf32", "bf16"])
+    bench.add_argument("--json", action="store_true", help="the rows as JSON, for machines")
     bench.set_defaults(handler=cmd_bench)
 
     search = commands.add_parser("search", help="NOMAD search: nas (min MACs s.t. accuracy) or hpo (max accuracy)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -14,7 +15,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import CIFAR_FOLDER, needs_real_cifar, write_mini_imagenet_cache
+from conftest import CIFAR_FOLDER, REPO, needs_real_cifar, write_mini_imagenet_cache
 
 from haet import HaetError
 from haet.cli import main
@@ -31,7 +32,7 @@ from haet.train.data import (
     normalized,
     train_transform,
 )
-from haet.train.loop import learning_rate
+from haet.train.loop import BudgetClock, learning_rate
 from haet.train.record import write_run_record
 
 SMALL = ModelSpec("ResNet18", width=0.25)
@@ -133,7 +134,7 @@ def test_competition_mode_checks_once_per_epoch_and_counts_evaluation(digits):
     assert epochs == list(range(1, record["metrics"]["epochs"] + 1))  # whole epochs only, each evaluated
 
 
-@pytest.mark.parametrize(("pipeline", "augment"), [("loader", "paper"), ("resident", "cutout")])
+@pytest.mark.parametrize(("pipeline", "augment"), [("loader", "paper"), ("resident", "cutout"), ("resident", "paper")])
 def test_same_seed_and_epoch_budget_give_identical_records(digits, pipeline, augment):
     config = TrainConfig(
         SMALL,
@@ -184,10 +185,10 @@ def test_batch_larger_than_the_subset_is_refused(digits):
         train(config, digits)
 
 
-def test_paper_recipe_cannot_run_on_the_resident_pipeline(digits):
-    config = TrainConfig(SMALL, Recipe(augment="paper", batch_size=64), Budget(seconds=1), Runtime(pipeline="resident"))
-    with pytest.raises(RecipeError, match=r"AutoAugment picks a sub-policy per image"):
-        train(config, digits)
+def test_the_paper_recipe_trains_on_the_resident_pipeline(digits):
+    config = TrainConfig(SMALL, Recipe(augment="paper", batch_size=64), Budget(seconds=None, max_epochs=1))
+    record = train(dataclasses.replace(config, runtime=Runtime(pipeline="resident")), digits)
+    assert record["runtime"]["pipeline"] == "resident" and record["metrics"]["epochs"] == 1
 
 
 def test_interrupt_stops_cleanly_with_a_record_marked_interrupted(digits):
@@ -276,10 +277,87 @@ def test_cosine_over_epochs_matches_torch_cosine_annealing():
         assert learning_rate(config, epoch, 0.5, 0.0) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-9)
         optimizer.step()
         scheduler.step()
+    past = [learning_rate(config, epoch, 0.0, 0.0) for epoch in (6, 7, 12, 100)]
+    assert past == [pytest.approx(1e-8)] * 4  # held at eta_min past T_max: a long budget does not cycle it
     warm = TrainConfig(recipe=Recipe(lr=0.1, schedule="constant", warmup_epochs=2))
     assert learning_rate(warm, 0, 0.5, 0.0) == pytest.approx(0.025)
     timed = TrainConfig(recipe=Recipe(lr=0.1, schedule="cosine_time", eta_min=0.0))
     assert learning_rate(timed, 3, 0.0, 0.5) == pytest.approx(0.05)
+
+
+def test_precision_is_a_runtime_choice_and_the_record_names_the_one_used(digits):
+    def run(precision: str) -> dict:
+        runtime = Runtime(pipeline="resident", precision=precision)
+        return train(TrainConfig(SMALL, FAST, Budget(seconds=None, max_epochs=1), runtime), digits)
+
+    assert run("auto")["runtime"]["precision"] == "fp32"  # auto: bf16 only on a GPU that has it
+    assert run("bf16")["runtime"]["precision"] == "bf16"  # bf16 autocast runs on the CPU too
+    with pytest.raises(HaetError, match=r"precision tf32 is a CUDA mode"):
+        run("tf32")
+    with pytest.raises(HaetError, match=r"unknown precision 'fp16'; choose one of auto, fp32, tf32, bf16"):
+        Runtime(precision="fp16")
+
+
+class QueuedDevice:
+    """A GPU as the budget clock sees it: the host queues a step in host_step_s and runs ahead; the device runs each
+    step in device_step_s once the host queued it and the previous one ended; synchronising waits for the queue."""
+
+    def __init__(self, host_step_s: float, device_step_s: float):
+        self.host_s, self.done_s, self.host_step_s, self.device_step_s = 0.0, 0.0, host_step_s, device_step_s
+
+    def queue_step(self) -> None:
+        self.host_s += self.host_step_s
+        self.done_s = max(self.done_s, self.host_s) + self.device_step_s
+
+    def synchronise(self) -> None:
+        self.host_s = max(self.host_s, self.done_s)
+
+
+def _run_clock(device: QueuedDevice, budget_s: float, steps_per_epoch: int, slow_down_at_s: float = 1e9) -> BudgetClock:
+    clock = BudgetClock(Budget(seconds=budget_s), torch.device("cuda"), lambda: device.host_s, device.synchronise)
+    while not clock.exhausted():
+        clock.begin_epoch()
+        for _ in range(steps_per_epoch):
+            if device.done_s > slow_down_at_s:
+                device.device_step_s = 0.015  # steps get 1.5x slower mid-run (thermal throttling, say)
+            device.queue_step()
+            if clock.step_done():
+                break
+        clock.end_epoch()
+    return clock
+
+
+@pytest.mark.parametrize("steps_per_epoch", [10, 1000])
+@pytest.mark.parametrize("slow_down_at_s", [1e9, 0.5])
+def test_the_budget_clock_stops_within_one_step_without_synchronising_every_step(steps_per_epoch, slow_down_at_s):
+    device = QueuedDevice(host_step_s=0.001, device_step_s=0.01)
+    clock = _run_clock(device, budget_s=1.0, steps_per_epoch=steps_per_epoch, slow_down_at_s=slow_down_at_s)
+    assert 1.0 <= clock.train_s <= 1.0 + 0.015  # the work the device really did: at most one step over
+    steps = round(clock.train_s / 0.0125)  # between 67 and 100 steps of 10-15 ms
+    epochs = -(-steps // steps_per_epoch)
+    assert clock.synchronisations <= epochs + 12, (clock.synchronisations, steps)  # not one per step
+
+
+def test_where_the_host_clock_sees_finished_work_every_step_is_measured():
+    clock = BudgetClock(Budget(seconds=1.0), torch.device("cpu"), lambda: 0.0, lambda: None)
+    clock.begin_epoch()
+    for _ in range(5):
+        assert not clock.step_done()
+    assert clock.synchronisations == 5
+
+
+def test_the_authors_freeze_follows_torch_past_t_max_then_holds_the_rate():
+    """Their loop stepped CosineAnnealingLR only while epoch <= 260 (T_max 240): the rate climbs for 20 epochs past
+    T_max, then stays. Checked against torch's scheduler with the same loop, scaled down (T_max 6, freeze 9)."""
+    config = TrainConfig(recipe=Recipe(lr=0.042, t_max_epochs=6, eta_min=1e-8, freeze_lr_at_epoch=9))
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.042)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=6, eta_min=1e-8)
+    for epoch in range(20):
+        assert learning_rate(config, epoch, 0.0, 0.0) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-6)
+        optimizer.step()
+        if epoch <= 8:
+            scheduler.step()
+    assert learning_rate(config, 19, 0.0, 0.0) > learning_rate(config, 6, 0.0, 0.0)  # it climbed, then held
 
 
 def test_batched_crop_and_flip_are_crops_of_the_zero_padded_image():
@@ -379,3 +457,35 @@ def test_ctrl_c_at_the_terminal_writes_a_record_marked_interrupted(tmp_path):
     record = read_run_record(out)
     assert record["status"] == "interrupted" and record["budget"]["stopped_by"] == "interrupt"
     assert record["metrics"]["epochs"] >= 1
+
+
+def test_make_gpu_check_runs_through_on_the_cpu_with_tiny_settings(tmp_path):
+    subset = json.dumps({"data": {"dataset": "digits"}, "subsets": {"train_per_class": 12, "val_per_class": 4}})
+    tiny = "--model ResNet18 --width 0.125 --batch-size 32 --workers 0"
+    settings = [
+        "GPU_CHECK_TESTS=",
+        f"GPU_CHECK_DIR={tmp_path}",
+        f"GPU_CHECK_SUBSET={subset}",
+        f"GPU_CHECK_BENCH={tiny} --epochs 2",
+        "GPU_CHECK_EPOCHS=2",
+        f"GPU_CHECK_TRAIN={tiny}",
+    ]
+    result = subprocess.run(["make", "-C", str(REPO), "gpu-check", *settings], capture_output=True, text=True)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    table = [line.split() for line in result.stdout.splitlines() if line.startswith(("basic ", "paper "))]
+    assert [(row[0], row[1]) for row in table] == [
+        (recipe, pipeline) for recipe in ("basic", "paper") for pipeline in ("loader", "resident", "bare")
+    ]
+    assert "stopped by max_epochs after 2 epochs" in result.stdout
+    assert read_run_record(tmp_path / "paper-recipe.json")["config"]["recipe"]["augment"] == "paper"
+
+
+def test_haet_bench_json_has_every_recipe_and_pipeline_with_ratios(tmp_path, capsys):
+    manifest = tmp_path / "subset.json"
+    write_manifest(make_manifest(SubsetSpec("digits", train_per_class=12, val_per_class=4)), manifest)
+    argv = ["bench", "--manifest", str(manifest), "--model", "ResNet18", "--width", "0.125", "--batch-size", "32"]
+    assert main([*argv, "--epochs", "2", "--workers", "0", "--recipes", "cutout", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [row["pipeline"] for row in rows] == ["loader", "resident", "bare"]
+    assert rows[0]["vs_loader"] == 1.0 and rows[2]["vs_bare"] == 1.0
+    assert all(row["images_per_s"] > 0 and row["precision"] == "fp32" for row in rows)

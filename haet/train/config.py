@@ -30,6 +30,7 @@ NORMALIZATIONS = {
 }
 BUDGET_MODES = ("step", "competition")
 PIPELINES = ("auto", "loader", "resident")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")  # auto: bf16 where the GPU has it, else fp32
 
 
 def _positive(name: str, value: object, allow_zero: bool = False) -> None:
@@ -82,8 +83,12 @@ class Recipe:
     batch_size: int = 512
     label_smoothing: float = 0.0
     schedule: str = "cosine_epochs"
-    t_max_epochs: int = 240  # cosine_epochs: CosineAnnealingLR's T_max, stepped once per epoch
+    t_max_epochs: int = 240  # cosine_epochs: CosineAnnealingLR's T_max, stepped once per epoch; eta_min after it
     eta_min: float = 1e-8
+    # cosine_epochs as the authors' final submission ran it: CosineAnnealingLR's periodic closed form (past T_max
+    # the rate climbs again), stepped only up to this epoch and held from then on (their loop: 261, i.e. after
+    # epoch 260). None: the rate is held at eta_min from t_max_epochs on, so long budgets do not cycle it.
+    freeze_lr_at_epoch: int | None = None
     warmup_epochs: float = 0.0  # linear warm-up, per step
     augment: str = "paper"
     normalize: str = "paper"
@@ -100,6 +105,8 @@ class Recipe:
         _positive("warmup_epochs", self.warmup_epochs, allow_zero=True)
         _integer("batch_size", self.batch_size, 1)
         _integer("t_max_epochs", self.t_max_epochs, 1)
+        if self.freeze_lr_at_epoch is not None:
+            _integer("freeze_lr_at_epoch", self.freeze_lr_at_epoch, 0)
         _fraction("label_smoothing", self.label_smoothing, upper_inclusive=False)
 
 
@@ -133,9 +140,12 @@ class Runtime:
     workers: int = 2  # DataLoader workers of the loader pipeline
     seed: int | None = None  # None: the subset manifest's seed, so one seed drives the whole run
     eval_batch_size: int = 1000
+    # fp32: full fp32 (TF32 off); tf32: fp32 with TF32 matmuls and convolutions (CUDA); bf16: bf16 autocast
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         _choice("pipeline", self.pipeline, PIPELINES)
+        _choice("precision", self.precision, PRECISIONS)
         _integer("workers", self.workers, 0)
         _integer("eval_batch_size", self.eval_batch_size, 1)
         if self.seed is not None:

@@ -1,9 +1,8 @@
 """Two ways to feed a training step, with the same augmentations.
 
-- loader: torchvision transforms on PIL images in DataLoader workers (the paper's pipeline; the only one that
-  runs AutoAugment, which picks a sub-policy per image);
-- resident: the uint8 dataset lives on the training device and random crop, flip and cutout run batched there
-  (recipes none, basic and cutout).
+- loader: torchvision transforms on PIL images in DataLoader workers (the paper's pipeline, and the reference);
+- resident: the uint8 dataset lives on the training device and resizing, random crop, flip, AutoAugment (every
+  image its own sub-policy: haet.train.autoaugment) and Cutout run batched there, for every recipe.
 
 Augmentations, in the authors' order: Resize to the run's input side (the resolution multiplier, bilinear; only
 when it differs from the stored images) -> RandomCrop(input side, padding 4) -> RandomHorizontalFlip -> AutoAugment
@@ -24,6 +23,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
+from haet.train.autoaugment import batch_autoaugment
 from haet.train.config import NORMALIZATIONS
 
 CROP_PADDING = 4
@@ -81,6 +81,8 @@ def drop_last(count: int, batch_size: int) -> bool:
 
 class LoaderPipeline:
     """Batches from torchvision transforms in DataLoader workers, reshuffled every epoch."""
+
+    name = "loader"
 
     def __init__(
         self,
@@ -169,6 +171,8 @@ def batch_cutout(batch: torch.Tensor, generator: torch.Generator, size: int = CU
 class ResidentPipeline:
     """The whole uint8 train set on the device; shuffling, resizing, crop, flip and cutout batched there."""
 
+    name = "resident"
+
     def __init__(
         self,
         images: np.ndarray,
@@ -192,12 +196,19 @@ class ResidentPipeline:
         return full + (1 if rest and not self.drop_last else 0)
 
     def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The epoch's images resized, cropped, flipped and AutoAugmented at once in uint8 (AutoAugment groups
+        images by operation, which costs a synchronisation: once an epoch, not once a step); then per batch
+        Cutout and normalisation in float."""
         order = torch.randperm(len(self.labels), generator=self.shuffle_generator).to(self.images.device)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            chosen = order[start : start + self.batch_size]
-            batch = resize(self.images[chosen].float() / 255, self.input_px)
-            if self.augment in ("basic", "cutout"):
-                batch = batch_crop_flip(batch, self.augment_generator)
-            if self.augment == "cutout":
+        images = self.images[order[: len(self) * self.batch_size]]
+        if images.shape[-1] != self.input_px:
+            images = resize(images.float(), self.input_px).round_().clamp_(0, 255).to(torch.uint8)
+        if self.augment != "none":
+            images = batch_crop_flip(images, self.augment_generator)
+        if self.augment == "paper":
+            images = batch_autoaugment(images, self.augment_generator)
+        for start in range(0, len(images), self.batch_size):
+            batch = images[start : start + self.batch_size].float() / 255
+            if self.augment in ("cutout", "paper"):
                 batch = batch_cutout(batch, self.augment_generator)
-            yield normalized(batch, self.normalize), self.labels[chosen]
+            yield normalized(batch, self.normalize), self.labels[order[start : start + self.batch_size]]

@@ -131,12 +131,13 @@ REFERENCE_RUNS = {"hpo": HPO_RUNS, "final": FINAL_RUNS}
 
 
 def reference_config(stage):
-    """Only the budget and runtime of the stage's tuned runs; the model and recipe stay haet's defaults."""
+    """The budget and runtime of the stage's tuned runs; model and recipe are haet's defaults, with the rate
+    frozen after epoch 260 as the submission's loop did."""
     layers = [config["screening"]["train"], config["augment"]["train"]]
     layers += [config["final"]["train"]] if stage == "final" else []
-    merged = {"budget": {}, "runtime": {}}
+    merged = {"recipe": {"freeze_lr_at_epoch": 261}, "budget": {}, "runtime": {}}
     for layer in layers:
-        for section in merged:
+        for section in ("budget", "runtime"):
             merged[section] |= layer.get(section, {})
     return merged
 
