@@ -55,8 +55,9 @@ bench: $(STAMP)
 	$(RUN) haet bench
 
 # The check a session runs on a lent GPU, in under 5 minutes: the tests of the CUDA paths, `haet bench` on the real
-# CIFAR-10 subset (500 + 100 images a class), and one run of the paper's recipe for 240 epochs, each printing its
-# figures. The variables shrink it for a check on the CPU (tests/test_workflow.py runs it so).
+# CIFAR-10 subset (500 + 100 images a class), and one run of the paper's submission (SENet-18 at width 0.67, the
+# default recipe) for 240 epochs, each printing its figures. The variables shrink it for a check on the CPU
+# (tests/test_train.py runs it so).
 CIFAR ?= ../shared/data/cifar10
 GPU_CHECK_DIR ?= results/gpu-check
 GPU_CHECK_SUBSET ?= {"data": {"dataset": "imagefolder", "root": "$(CIFAR)"}, \
@@ -72,7 +73,8 @@ gpu-check: $(STAMP)
 	$(RUN) haet data subset --config '$(GPU_CHECK_SUBSET)' --run 0 --out $(GPU_CHECK_DIR)/subset.json
 	$(RUN) haet bench --manifest $(GPU_CHECK_DIR)/subset.json $(GPU_CHECK_BENCH)
 	$(RUN) haet train --quiet --manifest $(GPU_CHECK_DIR)/subset.json --out $(GPU_CHECK_DIR)/paper-recipe.json \
-		--config '{"budget": {"seconds": null, "max_epochs": $(GPU_CHECK_EPOCHS)}}' $(GPU_CHECK_TRAIN)
+		--config '{"budget": {"seconds": null, "max_epochs": $(GPU_CHECK_EPOCHS)}}' --model SENet18 --width 0.67 \
+		$(GPU_CHECK_TRAIN)
 
 image:
 	$(ENGINE) build --network host -f containers/Dockerfile -t $(IMAGE) \

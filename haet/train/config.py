@@ -57,10 +57,11 @@ def _choice(name: str, value: object, choices: tuple[str, ...] | dict) -> None:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    # the defaults are the paper's final submission, NOMAD-NAS-SENet-18 (SENet-18 at width 0.67)
-    name: str = "SENet18"
+    # unscaled by default, so that naming a model (--model X, screening's model: {}) trains it at full size; the
+    # paper's final submission is SENet18 at width 0.67
+    name: str = "ResNet18"
     depth: float = 1.0
-    width: float = 0.67
+    width: float = 1.0
     resolution: float = 1.0  # input side int(32 * resolution), resized on the fly
 
     def __post_init__(self) -> None:

@@ -131,11 +131,16 @@ REFERENCE_RUNS = {"hpo": HPO_RUNS, "final": FINAL_RUNS}
 
 
 def reference_config(stage):
-    """The budget and runtime of the stage's tuned runs; model and recipe are haet's defaults, with the rate
-    frozen after epoch 260 as the submission's loop did."""
+    """The budget and runtime of the stage's tuned runs; the submission's model (SENet-18 at width 0.67) and
+    haet's default recipe (the submission's), with the rate frozen after epoch 260 as the submission's loop did."""
     layers = [config["screening"]["train"], config["augment"]["train"]]
     layers += [config["final"]["train"]] if stage == "final" else []
-    merged = {"recipe": {"freeze_lr_at_epoch": 261}, "budget": {}, "runtime": {}}
+    merged = {
+        "model": {"name": "SENet18", "width": 0.67},
+        "recipe": {"freeze_lr_at_epoch": 261},
+        "budget": {},
+        "runtime": {},
+    }
     for layer in layers:
         for section in ("budget", "runtime"):
             merged[section] |= layer.get(section, {})

@@ -1,4 +1,4 @@
-# The paper's exact final submission (`haet train`'s defaults: SENet-18 at width 0.67, the paper's recipe), trained
+# The paper's exact final submission (SENet-18 at width 0.67 with `haet train`'s default recipe), trained
 # on the same subsets and under the same budget and runtime as the tuned recipe: the reference rows of Tables 3
 # and 4, so the paper's recipe and the harness's own search stand side by side.
 rule reference_run:
