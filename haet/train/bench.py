@@ -73,7 +73,12 @@ def bench(
             )
             if pipeline == "bare":
                 measured = bare_epoch_seconds(config, subset, epochs)
-                images, used_device = len(subset.train.labels), rows[-1]["device"]
+                # the same device and precision as the resident run just before it (set_up resolves both alike)
+                images, used_device, used_precision = (
+                    len(subset.train.labels),
+                    rows[-1]["device"],
+                    rows[-1]["precision"],
+                )
             else:
                 record = train(config, subset)
                 measured = epoch_seconds(record)
