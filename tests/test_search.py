@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -212,6 +213,33 @@ def test_a_training_process_that_kills_itself_is_a_failed_evaluation(tmp_path, d
     problem.write_choice(result, tmp_path)
     best = yaml.safe_load((tmp_path / "best.yaml").read_text())
     assert best["model"]["width"] == 0.25 and "no feasible point" in best["provenance"]["fallback"]
+
+
+def test_nas_keeps_the_screened_model_when_only_points_at_or_above_its_macs_were_feasible(tmp_path, digits_manifest):
+    base = TrainConfig.from_dict({"model": {"name": "ResNet18", "width": 0.25}})
+    problem = NasProblem(base, [digits_manifest], tmp_path, baseline_acc=0.5)
+    baseline_macs = problem.baseline_macs()
+
+    def trained(macs: int, feasible: bool) -> dict:
+        return {
+            "status": "trained",
+            "point": [1.0, macs / baseline_macs, 1.0],
+            "macs": macs,
+            "accuracy": 0.6,
+            "feasible": feasible,
+        }
+
+    # the baseline itself and a wider model met the accuracy (by noise); the one smaller model did not
+    history = [trained(baseline_macs, True), trained(2 * baseline_macs, True), trained(baseline_macs // 2, False)]
+    assert problem.best(history) is None
+    summary = tmp_path / "summary.json"
+    summary.write_text("{}")
+    problem.write_choice(SimpleNamespace(best=None, evaluations=history, summary_path=summary), tmp_path)
+    best = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert best["model"] == base.to_dict()["model"]
+    assert best["provenance"]["fallback"].startswith("no feasible point smaller than the baseline")
+    smaller = trained(baseline_macs // 3, True)
+    assert problem.best([*history, smaller]) is smaller
 
 
 ORPHAN_SCRIPT = """

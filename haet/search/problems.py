@@ -265,8 +265,7 @@ class TrainingProblem:
                 "macs": best.get("macs"),
             }
         else:
-            chosen = self.fallback_config(Path(out_dir))
-            provenance["fallback"] = "no feasible point: the unscaled baseline model is kept"
+            chosen, provenance["fallback"] = self.fallback(Path(out_dir))
         provenance |= self.extra_provenance()
         out_dir = Path(out_dir)
         write_atomic(
@@ -377,15 +376,26 @@ class NasProblem(TrainingProblem):
             )
         return results
 
+    def baseline_macs(self) -> int:
+        model = self.base.model
+        return model_cost(model.name, model.depth, model.width, input_size(model.resolution)).macs
+
     def best(self, history: list[dict]) -> dict | None:
-        feasible = [entry for entry in history if entry["status"] == "trained" and entry["feasible"]]
+        """The smallest feasible point, if it is smaller than the baseline: the baseline itself meets its own
+        accuracy by definition, so a feasible point at or above its MACs (met by noise) shrinks nothing."""
+        baseline_macs = self.baseline_macs()
+        feasible = [
+            entry
+            for entry in history
+            if entry["status"] == "trained" and entry["feasible"] and entry["macs"] < baseline_macs
+        ]
         return min(feasible, key=lambda entry: (entry["macs"], -entry["accuracy"])) if feasible else None
 
     def best_config(self, entry: dict) -> TrainConfig:
         return self.config_at(entry["point"])
 
-    def fallback_config(self, out_dir: Path) -> TrainConfig:
-        return self.base  # no smaller model met the baseline: keep the screened one, and say so
+    def fallback(self, out_dir: Path) -> tuple[TrainConfig, str]:
+        return self.base, "no feasible point smaller than the baseline: the screened model is kept"
 
     def extra_provenance(self) -> dict:
         return {"baseline_acc": self.baseline_acc}
@@ -464,7 +474,7 @@ class HpoProblem(TrainingProblem):
     def best_config(self, entry: dict) -> TrainConfig:
         return self.config_at(entry["point"])
 
-    def fallback_config(self, out_dir: Path) -> TrainConfig:
+    def fallback(self, out_dir: Path) -> tuple[TrainConfig, str]:
         raise SearchError(f"no HPO evaluation trained successfully; see {out_dir / 'history.csv'}")
 
     def extra_provenance(self) -> dict:
