@@ -152,6 +152,7 @@ TRAIN_FLAGS = {  # flag -> (config section, key, type)
     "pipeline": ("runtime", "pipeline", str),
     "precision": ("runtime", "precision", str),
     "workers": ("runtime", "workers", int),
+    "threads": ("runtime", "threads", int),
     "seed": ("runtime", "seed", int),
 }
 
@@ -190,6 +191,15 @@ def train_config(args: argparse.Namespace, skip: tuple[str, ...] = ()):
     return TrainConfig.from_dict(config | sections)
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+BAR_FORMAT = "{l_bar}{bar}| {n:.1f}/{total:g} {unit} [{elapsed}<{remaining}{postfix}]"
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -199,15 +209,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = train_config(args)
     subset = load_subset(read_manifest(args.manifest), args.data_root)
     bars = []  # made at the first epoch, so errors raised before training print alone
+    budget_s, max_epochs = config.budget.seconds, config.budget.max_epochs
 
     def on_epoch(point: dict) -> None:
-        if not bars:
-            bars.append(tqdm(total=config.budget.max_epochs, unit="epoch", disable=args.quiet, dynamic_ncols=True))
-        bar = bars[0]
-        left = f"{max(0.0, point['budget_s'] - point['train_s']):.0f}s left" if point["budget_s"] else ""
         loss = "diverged" if point["train_loss"] is None else f"{point['train_loss']:.3f}"
-        bar.set_postfix_str(f"val_acc {point['val_acc']:.3f}  loss {loss}  {left}")
-        bar.update(point["epoch"] - bar.n)
+        used = f"{point['train_s']:.1f}/{budget_s:g} s of the budget" if budget_s else f"of {max_epochs} epochs"
+        if args.quiet:  # a line every --log-every epochs, so that `tail -f` on a rule's log follows the run
+            if point["epoch"] % args.log_every == 0:
+                print(f"epoch {point['epoch']}: val_acc {point['val_acc']:.3f}, loss {loss}, {used}", flush=True)
+            return
+        if not bars:  # the bar counts budget seconds when there is a time budget, epochs otherwise
+            total, unit = (budget_s, "s") if budget_s else (max_epochs, "epoch")
+            bars.append(tqdm(total=total, unit=unit, dynamic_ncols=True, bar_format=BAR_FORMAT))
+        bar = bars[0]
+        bar.set_postfix_str(f"epoch {point['epoch']}  val_acc {point['val_acc']:.3f}  loss {loss}")
+        bar.update(min(point["train_s"], budget_s) - bar.n if budget_s else point["epoch"] - bar.n)
 
     try:
         body = train(config, subset, on_epoch)
@@ -271,6 +287,34 @@ SEARCH_KEYS = {
 }
 
 
+def _point_summary(entry: dict) -> str:
+    words = [f"accuracy {entry['accuracy']:.3f}"] if entry.get("accuracy") is not None else []
+    if entry.get("macs") is not None:
+        words.append(f"MACs {entry['macs'] / 1e6:.2f}M")
+    return ", ".join(words)
+
+
+def evaluation_printer(kind: str, max_evaluations: int):
+    """One line per evaluation as it is logged, flushed so that `tail -f` on the rule's log follows the search."""
+
+    def show(entry: dict, best: dict | None) -> None:
+        point = "[" + ", ".join(f"{value:g}" for value in entry["point"]) + "]"
+        if entry["status"] == "trained":
+            outcome = _point_summary(entry) + {True: " (feasible)", False: " (infeasible)"}.get(
+                entry.get("feasible"), ""
+            )
+        else:
+            outcome = f"{entry['status']}: {entry.get('reason', '')}"
+        best_text = f"#{best['index']} {_point_summary(best)}" if best else "none feasible yet"
+        print(
+            f"{kind} {entry['index'] + 1}/{max_evaluations} point {point}: {outcome}; {entry['seconds']:.1f} s; "
+            f"best so far {best_text}",
+            flush=True,
+        )
+
+    return show
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from haet.search import HpoProblem, NasProblem, SearchSettings, run_search
     from haet.search.problems import baseline_accuracy
@@ -312,7 +356,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         )
     else:
         problem = HpoProblem(base, args.manifest, args.out_dir, lr_scaling=search.get("lr_scaling", "code"), **common)
-    result = run_search(problem, settings, args.out_dir, new_log_if_changed=args.new_log_if_changed)
+    progress = evaluation_printer(args.kind, settings.max_evaluations)
+    result = run_search(problem, settings, args.out_dir, args.new_log_if_changed, progress)
     provenance = problem.write_choice(result, args.out_dir)
     counts = {
         state: sum(entry["status"] == state for entry in result.evaluations)
@@ -448,7 +493,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="sections model, recipe, budget, runtime: a YAML file or inline JSON; repeat to layer",
     )
     train.add_argument("--data-root", help="dataset root, if the data moved since the manifest was made")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--quiet", action="store_true", help="no progress bar: a line every --log-every epochs")
+    train.add_argument(
+        "--log-every",
+        type=_positive_int,
+        default=5,
+        metavar="EPOCHS",
+        help="with --quiet: epochs between progress lines",
+    )
     for flag, (section, key, kind) in TRAIN_FLAGS.items():
         train.add_argument(f"--{flag.replace('_', '-')}", type=kind, help=f"{section}.{key}")
     train.set_defaults(handler=cmd_train)

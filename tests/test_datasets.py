@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -38,6 +40,18 @@ def test_digits_upscale_keeps_the_digit():
     # A block average of the 32x32 image recovers the 8x8 digit's shape.
     pooled = first.reshape(8, 4, 8, 4).mean(axis=(1, 3))
     assert np.corrcoef(pooled.ravel(), original.ravel())[0, 1] > 0.95
+
+
+def test_digits_are_sklearns_digits_in_its_order_without_importing_sklearn():
+    from sklearn.datasets import load_digits
+
+    from haet.data.digits import _digits_8x8
+
+    bunch, (images, labels) = load_digits(), _digits_8x8()
+    assert np.array_equal(images, bunch.images) and np.array_equal(labels, bunch.target)
+    probe = "import sys; from haet.data import load_split; load_split('digits', 'train')"
+    probe += "; print('sklearn' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"
 
 
 # --- cifar10 python batches ---------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ test split and the rest (at least 124 a class) the train split.
 
 from __future__ import annotations
 
+import importlib.util
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -16,14 +18,26 @@ TEST_PER_CLASS = 50
 SIZE = 32
 
 
+def _digits_8x8() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits.csv.gz read straight from its package: importing sklearn costs every training
+    process about 2 s, more than a demo epoch. load_digits reads the same file, should its place ever move."""
+    sklearn = importlib.util.find_spec("sklearn")
+    csv = Path(next(iter(sklearn.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
+    if not csv.is_file():
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        return bunch.images, bunch.target
+    table = np.loadtxt(csv, delimiter=",", dtype=np.int64)
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1]
+
+
 @lru_cache(maxsize=1)
 def _all_digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    gray = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)  # sklearn stores 0..16
+    images, labels = _digits_8x8()
+    gray = np.round(images * (255.0 / 16.0)).astype(np.uint8)  # sklearn stores 0..16
     upscaled = np.stack([resize_bilinear(np.repeat(img[:, :, None], 3, axis=2), SIZE) for img in gray])
-    return upscaled, bunch.target.astype(np.int64)
+    return upscaled, labels.astype(np.int64)
 
 
 def _split_indices(labels: np.ndarray, split: str) -> np.ndarray:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from haet import HaetError
 from haet.files import canonical_json, read_record, write_atomic, write_record
+from haet.records import read_run_record
 from haet.report.paper import PAPER_MODELS, PAPER_VALUES, TITLES
-from haet.train import read_run_record
 
 SCHEMA = "haet/table/v1"
 COLUMNS = [

@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -163,16 +164,26 @@ def search_lock(out_dir: Path):
         handle.close()
 
 
+Progress = Callable[[dict, dict | None], None]  # (the evaluation just logged, the best entry so far)
+
+
 def run_search(
-    problem: Problem, settings: SearchSettings, out_dir: str | Path, new_log_if_changed: bool = False
+    problem: Problem,
+    settings: SearchSettings,
+    out_dir: str | Path,
+    new_log_if_changed: bool = False,
+    progress: Progress | None = None,
 ) -> SearchResult:
+    """Run (or resume) a search; after each fresh evaluation history.csv is rewritten and `progress` is called."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with search_lock(out_dir):
-        return _run_locked(problem, settings, out_dir, new_log_if_changed)
+        return _run_locked(problem, settings, out_dir, new_log_if_changed, progress)
 
 
-def _run_locked(problem: Problem, settings: SearchSettings, out_dir: Path, new_log_if_changed: bool) -> SearchResult:
+def _run_locked(
+    problem: Problem, settings: SearchSettings, out_dir: Path, new_log_if_changed: bool, progress: Progress | None
+) -> SearchResult:
     parameters = nomad_parameters(
         problem.variables,
         problem.output_types,
@@ -255,6 +266,10 @@ def _run_locked(problem: Problem, settings: SearchSettings, out_dir: Path, new_l
                     append_log(log_path, entry)
                     history.append(entry)
                     memo[point_key(point)] = entry
+                write_history_csv(problem, history, out_dir / "history.csv")  # `tail -f`-able while it runs
+                for entry in history[-len(results) :]:
+                    if progress is not None:
+                        progress(entry, problem.best(history[: entry["index"] + 1]))
             answers = [memo[point_key(point)] for point in points]
             parent_end.send(
                 [(entry["ok"], format_outputs(entry["outputs"]) if entry["ok"] else "") for entry in answers]

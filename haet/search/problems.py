@@ -29,9 +29,10 @@ from haet import HaetError
 from haet.files import sha256_file, write_atomic
 from haet.models import ModelError, input_size
 from haet.models.cost import model_cost
+from haet.records import read_run_record
 from haet.search.driver import check_seconds
 from haet.search.space import SearchError, Variable
-from haet.train import ModelSpec, TrainConfig, read_run_record
+from haet.train import ModelSpec, TrainConfig
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 

@@ -1,8 +1,9 @@
 """Training: one model on one subset under one wall-clock budget -> one run record."""
 
+from haet.records import read_run_record
 from haet.train.config import Budget, ModelSpec, Recipe, RecipeError, Runtime, TrainConfig
 from haet.train.loop import train
-from haet.train.record import read_run_record, write_run_record
+from haet.train.record import write_run_record
 
 __all__ = [
     "Budget",

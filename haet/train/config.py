@@ -143,11 +143,16 @@ class Runtime:
     eval_batch_size: int = 1000
     # fp32: full fp32 (TF32 off); tf32: fp32 with TF32 matmuls and convolutions (CUDA); bf16: bf16 autocast
     precision: str = "auto"
+    # torch's CPU threads for the training loop; None: torch's default (every core). A workflow running several
+    # trainings at once gives each its share, so they do not oversubscribe the cores between them.
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         _choice("pipeline", self.pipeline, PIPELINES)
         _choice("precision", self.precision, PRECISIONS)
         _integer("workers", self.workers, 0)
+        if self.threads is not None:
+            _integer("threads", self.threads, 1)
         _integer("eval_batch_size", self.eval_batch_size, 1)
         if self.seed is not None:
             _integer("seed", self.seed, 0)

@@ -148,6 +148,8 @@ def set_up(config: TrainConfig, subset: Subset) -> Setup:
     train_count = len(subset.train.labels)
     if recipe.batch_size > train_count:
         raise RecipeError(f"batch_size {recipe.batch_size} is larger than the {train_count} training images")
+    if runtime.threads is not None:
+        torch.set_num_threads(runtime.threads)
     device = resolve_device(runtime.device)
     pipeline_name = resolve_pipeline(config, device)
     precision = resolve_precision(runtime.precision, device)

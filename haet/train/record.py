@@ -13,7 +13,8 @@ import torch
 
 from haet import __version__
 from haet.containers import container_provenance
-from haet.files import check_schema, read_record, write_record
+from haet.files import write_record
+from haet.records import validate_run_record
 
 PACKAGES = ("torch", "torchvision", "numpy", "PyNomadBBO", "haet")
 
@@ -73,18 +74,8 @@ def provenance(device: str) -> dict:
     }
 
 
-def validate_record(record: dict, where: str = "run record") -> None:
-    check_schema(record, "run-record.schema.json", "run record", where)
-
-
 def write_run_record(body: dict, path: str | Path) -> dict:
     """Add provenance, validate against the schema, and write atomically with the content hash."""
     record = body | {"provenance": provenance(body["runtime"]["device"])}
-    validate_record(record)
+    validate_run_record(record)
     return write_record(path, record)
-
-
-def read_run_record(path: str | Path) -> dict:
-    record = read_record(path)
-    validate_record(record, str(path))
-    return record
