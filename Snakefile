@@ -4,6 +4,7 @@
 import json
 import os
 import shlex
+import shutil
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
@@ -45,6 +46,17 @@ if in_apptainer:  # Apptainer passes the host's environment in: the run records 
 container: CONTAINER["image"] if in_apptainer else f"docker://{CONTAINER['image'] or 'localhost/haet:0.1.0'}"
 
 
+report: "workflow/report/workflow.rst"
+
+
+wildcard_constraints:
+    run=r"\d+",
+    model=r"[A-Za-z][A-Za-z0-9_]*",
+    recipe="|".join(config["augment"]["recipes"]),
+    table="table1|table2a|table2|table3|table4",
+    figure="screening|nas|hpo|curves",
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/subsets.smk"
 include: "workflow/rules/screening.smk"
@@ -53,20 +65,19 @@ include: "workflow/rules/augment.smk"
 include: "workflow/rules/hpo.smk"
 include: "workflow/rules/final.smk"
 include: "workflow/rules/reference.smk"
+include: "workflow/rules/report.smk"
 
 
-# Rankings, tables and subsets are light: on a cluster they run where Snakemake runs, not as jobs.
+# Rankings, tables, figures and subsets are light: on a cluster they run where Snakemake runs, not as jobs.
 localrules:
     all,
     subset,
     final_subset,
     rank_screening,
     rank_augment,
-    table1,
-    table2a,
-    table2,
-    table3,
-    table4,
+    table,
+    figure,
+    runs_table,
 
 
 # `make reproduce` audits the tables after this (`haet report audit`); the audit stays out of the DAG so that
@@ -74,3 +85,5 @@ localrules:
 rule all:
     input:
         expand(f"{OUT}/tables/{{table}}.md", table=["table1", "table2a", "table2", "table3", "table4"]),
+        expand(f"{OUT}/figures/{{figure}}.png", figure=["screening", "nas", "hpo", "curves"]),
+        f"{OUT}/runs.csv",

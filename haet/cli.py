@@ -305,10 +305,10 @@ def evaluation_printer(kind: str, max_evaluations: int):
             )
         else:
             outcome = f"{entry['status']}: {entry.get('reason', '')}"
-        best_text = f"#{best['index']} {_point_summary(best)}" if best else "none feasible yet"
+        best_text = f"evaluation {best['index'] + 1}, {_point_summary(best)}" if best else "none yet"
         print(
             f"{kind} {entry['index'] + 1}/{max_evaluations} point {point}: {outcome}; {entry['seconds']:.1f} s; "
-            f"best so far {best_text}",
+            f"best so far: {best_text}",
             flush=True,
         )
 
@@ -392,6 +392,16 @@ def cmd_report(args: argparse.Namespace) -> int:
             f"{args.out_prefix}.md: {len(table['rows'])} rows from "
             f"{sum(len(row['sources']) for row in table['rows'])} run records"
         )
+    elif args.report_command == "figure":
+        from haet.report.figures import write_figure
+
+        write_figure(args.kind, _groups(args.group), args.search_summary, args.out)
+        print(f"{args.out}: the {args.kind} figure")
+    elif args.report_command == "runs":
+        from haet.report.runs import write_runs_table
+
+        rows = write_runs_table(_groups(args.group), args.search_summary, args.out)
+        print(f"{args.out}: {rows} runs")
     elif args.report_command == "rank":
         ranking = rank(_groups(args.group), args.out)
         print(
@@ -590,6 +600,19 @@ def build_parser() -> argparse.ArgumentParser:
     ranking.add_argument("--group", nargs="+", action="append", required=True, metavar=("LABEL", "RECORD"))
     ranking.add_argument("--out", required=True)
     ranking.set_defaults(handler=cmd_report)
+    figure = report_commands.add_parser("figure", help="one figure (PNG) from run records and search logs")
+    figure.add_argument("kind", choices=["screening", "nas", "hpo", "curves"])
+    figure.add_argument("--group", nargs="+", action="append", default=[], metavar=("LABEL", "RECORD"))
+    figure.add_argument("--search-summary", action="append", default=[], help="a search's summary.json (repeatable)")
+    figure.add_argument("--out", required=True, help="PNG path")
+    figure.set_defaults(handler=cmd_report)
+    runs = report_commands.add_parser("runs", help="every run record of a study as one CSV row (runs.csv)")
+    runs.add_argument("--group", nargs="+", action="append", default=[], metavar=("STAGE", "RECORD"))
+    runs.add_argument(
+        "--search-summary", action="append", default=[], help="a search's summary.json: its evaluations' records"
+    )
+    runs.add_argument("--out", required=True, help="CSV path")
+    runs.set_defaults(handler=cmd_report)
     audit = report_commands.add_parser("audit", help="re-derive every number of tables from their run records")
     audit.add_argument("tables", nargs="+", help="TABLE.json files")
     audit.set_defaults(handler=cmd_report)

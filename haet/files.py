@@ -38,8 +38,8 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write text to path via a temporary file in the same directory and a rename (all or nothing)."""
+def write_atomic(path: str | Path, text: str | bytes) -> Path:
+    """Write text (or bytes) to path via a temporary file in the same directory and a rename (all or nothing)."""
     path = Path(path)
     if path.is_dir():
         raise HaetError(f"{path} is a directory: give a file path to write to")
@@ -49,7 +49,8 @@ def write_atomic(path: str | Path, text: str) -> Path:
         raise HaetError(f"cannot make the folder for {path} ({exc.strerror})") from None
     descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        binary = isinstance(text, bytes)
+        with os.fdopen(descriptor, "wb" if binary else "w", encoding=None if binary else "utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())

@@ -100,6 +100,10 @@ def _study_config(engine: dict | None, path: Path) -> Path:
     search evaluations, so that running it twice fits in CI."""
     config = yaml.safe_load((REPO / "workflow" / "config" / "default.yaml").read_text())
     config["screening"]["models"] = ["ResNet18", "SENet18"]
+    config["subsets"]["runs"] = config["final"]["subsets"]["runs"] = 2
+    config["nas"]["subsets"] = 1
+    for section in ("augment", "hpo"):
+        config[section]["runs"] = 2
     config["screening"]["train"]["budget"] = {"seconds": None, "max_epochs": 1, "eval_every_epochs": 1}
     for section in ("augment", "hpo", "final"):
         config[section]["train"] = config[section]["train"] | {"budget": {"seconds": None, "max_epochs": 1}}

@@ -37,14 +37,15 @@ def test_default_pipeline_writes_every_table_with_the_expected_rows(study, monke
         assert len(table["rows"]) == count, name
         assert (tables / f"{name}.csv").read_text().count("\n") == count + 1
     labels = {name: [row["label"] for row in read_record(tables / f"{name}.json")["rows"]] for name in TABLE_ROWS}
-    assert sorted(labels["table1"]) == ["MobileNetV2", "ResNet18", "SENet18"]
+    assert sorted(labels["table1"]) == ["MobileNet", "PreActResNet18", "ResNet18"]
     assert sorted(label.split("|")[1] for label in labels["table2a"]) == ["NAS", "NAS", "baseline", "baseline"]
     assert [label.split("|")[1] for label in labels["table3"]] == ["before HPO", "after HPO", "paper submission"]
     assert labels["table4"][1] == "SENet18|paper submission"
     table1 = read_record(tables / "table1.json")["rows"]
     assert [row["rank"] for row in table1] == [1, 2, 3]
     assert table1[0]["val_acc_final_mean"] >= table1[-1]["val_acc_final_mean"]
-    assert next(row["paper"] for row in table1 if row["label"] == "SENet18") == 77.0
+    assert next(row["paper"] for row in table1 if row["label"] == "ResNet18") == 75.5
+    assert all(row["n"] == 3 and row["val_acc_final_ci95"] > 0 for row in table1)
     monkeypatch.chdir(study)  # tables name their run records relative to the working directory
     assert main(["report", "audit", *map(str, sorted(tables.glob("*.json")))]) == 0
 
@@ -68,7 +69,7 @@ def test_deleting_a_table_reruns_only_its_rule(study):
     (study / "results" / "default" / "tables" / "table2.md").unlink()
     rerun = snakemake(study, "--cores", "2")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert jobs_run(rerun.stdout + rerun.stderr) == {"all": 1, "table2": 1}
+    assert jobs_run(rerun.stdout + rerun.stderr) == {"all": 1, "table": 1}
     assert (study / "results" / "default" / "tables" / "table2.md").exists()
 
 
@@ -176,12 +177,12 @@ def test_the_audit_fails_a_row_whose_runs_mix_what_the_protocol_holds_fixed(stud
 def test_the_audit_fails_rows_compared_under_different_budgets(study_copy, capsys):
     screening = study_copy / "screening"
     longer = [
-        _variant(screening / "SENet18" / f"run{run}.json", study_copy / f"longer{run}.json", ROW_MIXES["budgets"])
+        _variant(screening / "MobileNet" / f"run{run}.json", study_copy / f"longer{run}.json", ROW_MIXES["budgets"])
         for run in (0, 1)
     ]
     shorter = [str(screening / "ResNet18" / f"run{run}.json") for run in (0, 1)]
     out = study_copy / "tables" / "budgets"
-    groups = ["--group", "ResNet18", *shorter, "--group", "SENet18", *longer]
+    groups = ["--group", "ResNet18", *shorter, "--group", "MobileNet", *longer]
     assert main(["report", "table", "table1", *groups, "--out-prefix", str(out)]) == 0
     capsys.readouterr()
     assert main(["report", "audit", str(out.with_suffix(".json"))]) == 1
@@ -299,7 +300,8 @@ def test_nas_per_model_settings_reach_only_that_models_search(study, tmp_path):
     assert plan.returncode == 0, output[-3000:]
     commands = {line.split("--model ")[1].split()[0]: line for line in output.splitlines() if "search nas" in line}
     assert '"max_evaluations": 9' in commands["ResNet18"] and '"width": {"upper": 2.0}' in commands["ResNet18"]
-    assert '"max_evaluations": 6' in commands["SENet18"] and "upper" not in commands["SENet18"]
+    other = commands["PreActResNet18"]
+    assert '"max_evaluations": 6' in other and "upper" not in other
     config["nas"]["per_model"] = {"ResNet81": {"max_evaluations": 9}}
     (tmp_path / "typo.yaml").write_text(yaml.safe_dump(config))
     typo = snakemake(study, "-n", "--configfile", str(tmp_path / "typo.yaml"))
@@ -308,9 +310,106 @@ def test_nas_per_model_settings_reach_only_that_models_search(study, tmp_path):
 
 
 def test_forcerun_until_and_named_targets_plan_as_snakemake_users_expect(study, tmp_path):
-    forced = snakemake(study, "-n", "--forcerun", "table1")
-    assert jobs_run(forced.stdout + forced.stderr) == {"all": 1, "table1": 1}
+    forced = snakemake(study, "-n", "--forcerun", "results/default/tables/table1.json")
+    assert jobs_run(forced.stdout + forced.stderr) == {"all": 1, "table": 1}
     until = snakemake(tmp_path, "-n", "--until", "rank_screening")
     assert set(jobs_run(until.stdout + until.stderr)) == {"subset", "screen", "rank_screening"}
     named = snakemake(tmp_path, "-n", "results/default/tables/table1.md")
-    assert set(jobs_run(named.stdout + named.stderr)) == {"subset", "screen", "table1"}
+    assert set(jobs_run(named.stdout + named.stderr)) == {"subset", "screen", "table"}
+
+
+# --- what a user reads besides the tables: runs.csv, figures, progress, the HTML report --------------------------
+
+
+def test_runs_csv_has_one_row_per_run_record_and_answers_pandas_questions(study):
+    import pandas as pd
+
+    runs = pd.read_csv(study / "results" / "default" / "runs.csv")
+    counts = runs.groupby("stage").size().to_dict()
+    assert counts.pop("nas search") >= 2 and counts.pop("hpo search") >= 1  # each search's trainings
+    assert counts == {"screening": 9, "augment": 12, "hpo": 3, "final": 3, "reference hpo": 3, "reference final": 3}
+    assert runs["path"].is_unique and all((study / path).is_file() for path in runs["path"])
+    # the README's lines: mean final accuracy per screened model, as Table 1 ranks them
+    screening = runs[runs.stage == "screening"]
+    means = screening.groupby("model")["val_acc_final"].mean().sort_values(ascending=False)
+    table1 = read_record(study / "results" / "default" / "tables" / "table1.json")["rows"]
+    assert list(means.index) == [row["label"] for row in table1]
+    assert (runs["torch_threads"] == 1).all() and (runs["device"] == "cpu").all()
+
+
+def test_every_rule_leaves_a_benchmark_and_training_logs_show_progress(study):
+    results = study / "results" / "default"
+    assert len(list((results / "benchmarks").rglob("*.tsv"))) == len(list((results / "logs").rglob("*.log")))
+    assert "epoch 5: val_acc" in (results / "logs" / "screening" / "ResNet18-run0.log").read_text()
+    search_log = (results / "logs" / "hpo" / "search.log").read_text().splitlines()
+    progress = [line for line in search_log if line.startswith("hpo ") and "/4 point [" in line]
+    assert len(progress) == 4 and "best so far: evaluation" in progress[-1]
+
+
+def test_figures_are_pngs_and_refuse_a_search_log_edited_since_its_summary(study_copy, capsys):
+    for figure in ("screening", "nas", "hpo", "curves"):
+        assert (study_copy / "figures" / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    log = study_copy / "hpo" / "evaluations.jsonl"
+    log.write_text(log.read_text().replace('"accuracy": 0.', '"accuracy": 1.', 1))
+    out = study_copy / "figures" / "hpo-again.png"
+    summary = str(study_copy / "hpo" / "summary.json")
+    assert main(["report", "figure", "hpo", "--search-summary", summary, "--out", str(out)]) == 2
+    assert "is not the log" in capsys.readouterr().err and not out.exists()
+    assert main(["report", "runs", "--search-summary", summary, "--out", str(study_copy / "runs2.csv")]) == 2
+
+
+def test_tables_figures_and_runs_csv_are_made_without_importing_torch():
+    probe = "import sys, haet.report.tables, haet.report.figures, haet.report.runs; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Debian's Chromium: installed here when missing and apt can (CI runs as root); else the test says why."""
+    if not shutil.which("chromium") and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=900)
+    if not shutil.which("chromium"):
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is not installed and apt-get could not install it")
+        pytest.skip("no Chromium: apt-get install chromium")
+    return shutil.which("chromium")
+
+
+def test_the_report_shows_every_figure_and_table_in_a_real_browser(study, chromium):
+    from browser import Chromium
+
+    report = study / "results" / "default" / "report.html"
+    made = snakemake(study, "--report", str(report))
+    assert made.returncode == 0, (made.stdout + made.stderr)[-3000:]
+    browser = Chromium(chromium)
+    try:
+        browser.open(report.as_uri())
+        shown = {}
+        for category, items in (("Figures", FIGURES), ("Tables", TABLES), ("Runs", ["runs.csv"])):
+            browser.evaluate(CLICK_LINK % json.dumps(category))
+            for item in items:
+                browser.evaluate(CLICK_EYE % json.dumps(item))
+                shown[item] = browser.evaluate(SHOWN)
+                if item == "nas":
+                    browser.screenshot(study / "results" / "default" / "report-nas.png")
+    finally:
+        browser.close()
+    for figure in FIGURES:
+        assert shown[figure]["images"] and min(shown[figure]["images"]) > 0, (figure, shown[figure])
+    for table in (*TABLES, "runs.csv"):
+        assert "val_acc_final" in shown[table]["text"], (table, shown[table]["text"][:300])
+
+
+FIGURES = ["screening", "nas", "hpo", "curves"]
+TABLES = ["table1", "table2a", "table2", "table3", "table4"]
+WAIT = "new Promise(done => setTimeout(done, 300))"
+CLICK_LINK = f"(async () => {{ [...document.querySelectorAll('a')].find(a => a.textContent.trim() === %s).click(); await {WAIT}; }})()"  # noqa: E501
+CLICK_EYE = f"""(async () => {{
+    const row = [...document.querySelectorAll('tr')].find(r => r.firstChild.textContent.trim() === %s);
+    row.querySelector('a[iconname=eye]').click();
+    await {WAIT};
+    await Promise.all([...document.images].map(i => i.complete ? null : new Promise(r => i.onload = i.onerror = r)));
+}})()"""
+# the loaded result's images (natural width of each, not the menu's icons) and the page's text
+SHOWN = """({images: [...document.images].filter(i => i.src.startsWith('data:image/png')).map(i => i.naturalWidth * i.naturalHeight),
+        text: document.body.innerText})"""  # noqa: E501

@@ -33,6 +33,7 @@ COLUMNS = [
     "n",
     "val_acc_final_mean",
     "val_acc_final_std",
+    "val_acc_final_ci95",
     "val_acc_best_optimistic_mean",
     "params",
     "macs",
@@ -156,6 +157,22 @@ def counted_runs(label: str, records: list[tuple[str, dict]]) -> tuple[list[tupl
     return counted, excluded
 
 
+# Student's t 97.5% quantiles by degrees of freedom (n - 1): a 95% interval of a mean of n runs. Past 30 the
+# normal's 1.96 is within 2%. Written out so that a table job needs no scipy.
+# fmt: off
+T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+# fmt: on
+
+
+def ci95_half_width(values: list[float]) -> float | None:
+    """Half the width of the 95% t-interval of the mean of values; None for a single run (no spread to judge)."""
+    if len(values) < 2:
+        return None
+    t = T_975[len(values) - 2] if len(values) - 2 < len(T_975) else 1.96
+    return t * statistics.stdev(values) / len(values) ** 0.5
+
+
 def summarize(label: str, records: list[tuple[str, dict]]) -> dict:
     """One row: the mean and spread of a group of runs of one model spec and recipe."""
     sources = [{"path": path, "content_sha256": record["content_sha256"]} for path, record in records]
@@ -181,6 +198,7 @@ def summarize(label: str, records: list[tuple[str, dict]]) -> dict:
         "n": len(records),
         "val_acc_final_mean": statistics.fmean(finals),
         "val_acc_final_std": statistics.stdev(finals) if len(finals) > 1 else 0.0,
+        "val_acc_final_ci95": ci95_half_width(finals),
         "val_acc_best_optimistic_mean": statistics.fmean(bests),
         "params": first["model"]["params"],
         "macs": first["model"]["macs"],
@@ -215,6 +233,8 @@ def _cell(column: str, value) -> str:
         return ""
     if column in ("val_acc_final_mean", "val_acc_final_std", "val_acc_best_optimistic_mean"):
         return f"{100 * value:.1f}"
+    if column == "val_acc_final_ci95":
+        return f"±{100 * value:.1f}"
     if column in ("macs_vs_baseline", "params_vs_baseline"):
         return f"{100 * value:+.1f}%"
     if column in ("params", "macs"):
@@ -226,6 +246,7 @@ def render_markdown(table: dict) -> str:
     headers = {
         "val_acc_final_mean": "acc final %",
         "val_acc_final_std": "std %",
+        "val_acc_final_ci95": "95% CI %",
         "val_acc_best_optimistic_mean": "acc best-epoch % (optimistic)",
         "paper": "paper %",
         "paper_model": "paper's model",

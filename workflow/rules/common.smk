@@ -23,6 +23,46 @@ HAET = haet_command(CONTAINER, [data["root"] for data in (config["data"], config
 MIXED_IMAGES = "--allow-mixed-images" if CONTAINER["allow_mixed_images"] else ""
 
 
+# The training config layers each stage's runs stack (later layers win), as the stage's commands pass them.
+STAGE_LAYERS = {"screening": [config["screening"]["train"]]}
+STAGE_LAYERS["augment"] = STAGE_LAYERS["screening"] + [config["augment"]["train"]]
+STAGE_LAYERS["hpo"] = STAGE_LAYERS["augment"] + [config["hpo"]["train"]]
+STAGE_LAYERS["final"] = STAGE_LAYERS["hpo"] + [config["final"]["train"]]
+SEARCH_BLOCKS = {kind: config[kind]["search"].get("block_size", 1) for kind in ("nas", "hpo")}  # trainings at once
+
+
+def runtime_of(*layers):
+    """The runtime section the layered training configs (later layers win) give a training."""
+    runtime = {}
+    for layer in layers:
+        runtime |= layer.get("runtime", {})
+    return runtime
+
+
+def torch_threads(*layers):
+    """torch's CPU threads per training: runtime.threads, else 1, so that Snakemake's --cores counts trainings."""
+    return runtime_of(*layers).get("threads", 1)
+
+
+def training_threads(*layers):
+    """The cores one training occupies (a rule's `threads:`): torch's threads and the loader's worker processes."""
+    runtime = runtime_of(*layers)
+    workers = 0 if runtime.get("pipeline") == "resident" else runtime.get("workers", 2)
+    return torch_threads(*layers) + workers
+
+
+# A training holds a `gpu` token: the default profile allows one at a time, so trainings never share an accelerator.
+# Run here on a machine without NVIDIA's driver (no nvidia-smi), a training is on the CPU and asks for none: `threads:` then shares
+# the cores out. A cluster job always asks, as the node Snakemake plans on is not the node the job runs on.
+CPU_ONLY_HERE = workflow.local_exec and shutil.which("nvidia-smi") is None
+
+
+def gpus_per_training(*layers):
+    """The `gpu` resource of a training with these config layers: 0 on the CPU, else 1."""
+    device = runtime_of(*layers).get("device", "auto")
+    return 0 if device == "cpu" or (device == "auto" and CPU_ONLY_HERE) else 1
+
+
 def as_json(value):
     """A config section as the inline JSON `haet ... --config` takes (Snakemake tracks it as a param)."""
     return json.dumps(value, sort_keys=True)
@@ -170,3 +210,61 @@ def table4_groups():
 
 
 SCREENING_GROUPS = {model: runs_of(SCREENING_RUN, RUNS, model=model) for model in MODELS}
+
+
+# Tables, figures and runs.csv (report.smk): one definition each, keyed by the {table} or {figure} wildcard.
+TABLE_GROUPS = {
+    "table1": lambda: SCREENING_GROUPS,
+    "table2a": table2a_groups,
+    "table2": table2_groups,
+    "table3": table3_groups,
+    "table4": table4_groups,
+}
+
+
+def nas_summaries():
+    return [f"{OUT}/nas/{model}/summary.json" for model in nas_models()]
+
+
+def hpo_summaries():
+    return [f"{OUT}/hpo/summary.json"]
+
+
+TABLE_SEARCHES = {"table2a": nas_summaries, "table3": hpo_summaries}
+FIGURE_GROUPS = {"screening": lambda: SCREENING_GROUPS, "curves": table4_groups}
+FIGURE_SEARCHES = {"nas": nas_summaries, "hpo": hpo_summaries}
+
+
+def runs_groups():
+    """Every run record outside the searches, by stage: the rows of runs.csv (the searches add their own)."""
+    return {
+        "screening": [path for paths in SCREENING_GROUPS.values() for path in paths],
+        "augment": [path for paths in table2_groups().values() for path in paths],
+        "hpo": runs_of(f"{OUT}/hpo/runs/run{{run}}.json", HPO_RUNS),
+        "final": runs_of(f"{OUT}/final/runs/run{{run}}.json", FINAL_RUNS),
+    } | {f"reference {stage}": reference_group(stage)[REFERENCE_LABEL] for stage in REFERENCE_RUNS}
+
+
+def inputs_of(groups_by_name, searches_by_name, wildcard):
+    """A table's or figure's input function: its run records and its searches' summaries."""
+
+    def inputs(wildcards):
+        name = getattr(wildcards, wildcard)
+        groups = groups_by_name.get(name, dict)()
+        return {
+            "records": [path for paths in groups.values() for path in paths],
+            "searches": searches_by_name.get(name, list)(),
+        }
+
+    return inputs
+
+
+def report_args(groups_by_name, searches_by_name, wildcard):
+    """The `--group ... --search-summary ...` arguments of a `haet report` command for one table or figure."""
+
+    def arguments(wildcards):
+        name = getattr(wildcards, wildcard)
+        searches = repeated("--search-summary", searches_by_name.get(name, list)())
+        return f"{group_args(groups_by_name.get(name, dict)())} {searches}"
+
+    return arguments

@@ -7,29 +7,18 @@ rule final_run:
         f"{OUT}/final/runs/run{{run}}.json",
     params:
         haet=HAET,
+        torch_threads=torch_threads(*STAGE_LAYERS["final"]),
         carry=CARRY,
         augment=as_json(config["augment"]["train"]),
         final=as_json(config["final"]["train"]),
+    threads: training_threads(*STAGE_LAYERS["final"])
     resources:
-        gpu=1,
+        gpu=gpus_per_training(*STAGE_LAYERS["final"]),
     log:
         f"{OUT}/logs/final/run{{run}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/final/run{{run}}.tsv"
     shell:
-        "{params.haet} train --quiet --manifest {input.manifest:q} --config {input.nas:q} --config {params.augment:q} "
-        "--config {input.tuned:q} --config {params.final:q} --augment {params.carry:q} --out {output:q} > {log:q} 2>&1"
-
-
-rule table4:
-    input:
-        records_of(table4_groups),
-    output:
-        multiext(f"{OUT}/tables/table4", ".json", ".csv", ".md"),
-    params:
-        haet=HAET,
-        mixed_images=MIXED_IMAGES,
-        groups=lambda wildcards: group_args(table4_groups()),
-        prefix=table_prefix,
-    log:
-        f"{OUT}/logs/tables/table4.log",
-    shell:
-        "{params.haet} report table table4 {params.groups} --out-prefix {params.prefix:q} {params.mixed_images} > {log:q} 2>&1"
+        "{params.haet} train --quiet --threads {params.torch_threads} --manifest {input.manifest:q} "
+        "--config {input.nas:q} --config {params.augment:q} --config {input.tuned:q} --config {params.final:q} "
+        "--augment {params.carry:q} --out {output:q} > {log:q} 2>&1"

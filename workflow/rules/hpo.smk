@@ -9,6 +9,7 @@ rule hpo:
         summary=f"{OUT}/hpo/summary.json",
     params:
         haet=HAET,
+        torch_threads=torch_threads(*STAGE_LAYERS["hpo"]),
         carry=CARRY,
         augment=as_json(config["augment"]["train"]),
         config=as_json(
@@ -16,13 +17,17 @@ rule hpo:
         ),
         manifests=repeated("--manifest", HPO_MANIFESTS),
         out_dir=output_folder,
+    threads: training_threads(*STAGE_LAYERS["hpo"]) * SEARCH_BLOCKS["hpo"]
     resources:
-        gpu=1,
+        gpu=gpus_per_training(*STAGE_LAYERS["hpo"]),
     log:
         f"{OUT}/logs/hpo/search.log",
+    benchmark:
+        f"{OUT}/benchmarks/hpo/search.tsv"
     shell:
-        "{params.haet} search hpo --quiet --config {input.nas:q} --config {params.augment:q} --config {params.config:q} "
-        "--augment {params.carry:q} {params.manifests} --out-dir {params.out_dir:q} --new-log-if-changed > {log:q} 2>&1"
+        "{params.haet} search hpo --quiet --threads {params.torch_threads} --config {input.nas:q} "
+        "--config {params.augment:q} --config {params.config:q} --augment {params.carry:q} {params.manifests} "
+        "--out-dir {params.out_dir:q} --new-log-if-changed > {log:q} 2>&1"
 
 
 rule hpo_run:
@@ -34,30 +39,17 @@ rule hpo_run:
         f"{OUT}/hpo/runs/run{{run}}.json",
     params:
         haet=HAET,
+        torch_threads=torch_threads(*STAGE_LAYERS["hpo"]),
         carry=CARRY,
         augment=as_json(config["augment"]["train"]),
+    threads: training_threads(*STAGE_LAYERS["hpo"])
     resources:
-        gpu=1,
+        gpu=gpus_per_training(*STAGE_LAYERS["hpo"]),
     log:
         f"{OUT}/logs/hpo/run{{run}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/hpo/run{{run}}.tsv"
     shell:
-        "{params.haet} train --quiet --manifest {input.manifest:q} --config {input.nas:q} --config {params.augment:q} "
-        "--config {input.tuned:q} --augment {params.carry:q} --out {output:q} > {log:q} 2>&1"
-
-
-rule table3:
-    input:
-        records=records_of(table3_groups),
-        search=f"{OUT}/hpo/summary.json",
-    output:
-        multiext(f"{OUT}/tables/table3", ".json", ".csv", ".md"),
-    params:
-        haet=HAET,
-        mixed_images=MIXED_IMAGES,
-        groups=lambda wildcards: group_args(table3_groups()),
-        prefix=table_prefix,
-    log:
-        f"{OUT}/logs/tables/table3.log",
-    shell:
-        "{params.haet} report table table3 {params.groups} --search-summary {input.search:q} "
-        "--out-prefix {params.prefix:q} {params.mixed_images} > {log:q} 2>&1"
+        "{params.haet} train --quiet --threads {params.torch_threads} --manifest {input.manifest:q} "
+        "--config {input.nas:q} --config {params.augment:q} --config {input.tuned:q} --augment {params.carry:q} "
+        "--out {output:q} > {log:q} 2>&1"

@@ -9,13 +9,18 @@ rule nas:
         summary=f"{OUT}/nas/{{model}}/summary.json",
     params:
         haet=HAET,
+        torch_threads=torch_threads(*STAGE_LAYERS["screening"]),
         config=lambda wildcards: as_json(config["screening"]["train"] | {"search": nas_search(wildcards.model)}),
         manifests=repeated("--manifest", NAS_MANIFESTS),
         out_dir=output_folder,
+    threads: training_threads(*STAGE_LAYERS["screening"]) * SEARCH_BLOCKS["nas"]
     resources:
-        gpu=1,
+        gpu=gpus_per_training(*STAGE_LAYERS["screening"]),
     log:
         f"{OUT}/logs/nas/{{model}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/nas/{{model}}.tsv"
     shell:
-        "{params.haet} search nas --quiet --config {params.config:q} --model {wildcards.model:q} {params.manifests} "
+        "{params.haet} search nas --quiet --threads {params.torch_threads} --config {params.config:q} "
+        "--model {wildcards.model:q} {params.manifests} "
         "--out-dir {params.out_dir:q} --new-log-if-changed --baseline-records {input.baseline:q} > {log:q} 2>&1"

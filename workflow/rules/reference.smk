@@ -11,10 +11,15 @@ rule reference_run:
         run=r"\d+",
     params:
         haet=HAET,
+        torch_threads=lambda wildcards: torch_threads(reference_config(wildcards.stage)),
         config=lambda wildcards: as_json(reference_config(wildcards.stage)),
+    threads: lambda wildcards: training_threads(reference_config(wildcards.stage))
     resources:
-        gpu=1,
+        gpu=lambda wildcards: gpus_per_training(reference_config(wildcards.stage)),
     log:
         f"{OUT}/logs/reference/{{stage}}-run{{run}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/reference/{{stage}}-run{{run}}.tsv"
     shell:
-        "{params.haet} train --quiet --manifest {input.manifest:q} --config {params.config:q} --out {output:q} > {log:q} 2>&1"
+        "{params.haet} train --quiet --threads {params.torch_threads} --manifest {input.manifest:q} "
+        "--config {params.config:q} --out {output:q} > {log:q} 2>&1"

@@ -5,13 +5,18 @@ rule screen:
         SCREENING_RUN,
     params:
         haet=HAET,
+        torch_threads=torch_threads(*STAGE_LAYERS["screening"]),
         config=as_json(config["screening"]["train"]),
+    threads: training_threads(*STAGE_LAYERS["screening"])
     resources:
-        gpu=1,
+        gpu=gpus_per_training(*STAGE_LAYERS["screening"]),
     log:
         f"{OUT}/logs/screening/{{model}}-run{{run}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/screening/{{model}}-run{{run}}.tsv"
     shell:
-        "{params.haet} train --quiet --manifest {input.manifest:q} --config {params.config:q} --model {wildcards.model:q} "
+        "{params.haet} train --quiet --threads {params.torch_threads} --manifest {input.manifest:q} "
+        "--config {params.config:q} --model {wildcards.model:q} "
         "--out {output:q} > {log:q} 2>&1"
 
 
@@ -25,21 +30,7 @@ checkpoint rank_screening:
         groups=group_args(SCREENING_GROUPS),
     log:
         f"{OUT}/logs/screening/rank.log",
+    benchmark:
+        f"{OUT}/benchmarks/screening/rank.tsv"
     shell:
         "{params.haet} report rank {params.groups} --out {output:q} > {log:q} 2>&1"
-
-
-rule table1:
-    input:
-        [path for paths in SCREENING_GROUPS.values() for path in paths],
-    output:
-        multiext(f"{OUT}/tables/table1", ".json", ".csv", ".md"),
-    params:
-        haet=HAET,
-        mixed_images=MIXED_IMAGES,
-        groups=group_args(SCREENING_GROUPS),
-        prefix=table_prefix,
-    log:
-        f"{OUT}/logs/tables/table1.log",
-    shell:
-        "{params.haet} report table table1 {params.groups} --out-prefix {params.prefix:q} {params.mixed_images} > {log:q} 2>&1"

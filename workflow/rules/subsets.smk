@@ -6,6 +6,8 @@ rule subset:
         config=as_json({"data": config["data"], "subsets": config["subsets"]}),
     log:
         f"{OUT}/logs/subsets/run{{run}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/subsets/run{{run}}.tsv"
     shell:
         "{params.haet} data subset --config {params.config:q} --run {wildcards.run:q} --out {output:q} > {log:q} 2>&1"
 
@@ -18,5 +20,7 @@ rule final_subset:
         config=as_json({"data": config["final"]["data"], "subsets": config["final"]["subsets"]}),
     log:
         f"{OUT}/logs/final/subset-run{{run}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/final/subset-run{{run}}.tsv"
     shell:
         "{params.haet} data subset --config {params.config:q} --run {wildcards.run:q} --out {output:q} > {log:q} 2>&1"
