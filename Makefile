@@ -23,7 +23,7 @@ PIP_CERT_FILE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 comma := ,
 GIT_DIRTY = $(shell test -z "$$(git status --porcelain 2>/dev/null)" && echo false || echo true)
 
-.PHONY: reproduce resume test lint bench gpu-check image container clean
+.PHONY: reproduce report resume test lint bench gpu-check image container clean
 
 $(STAMP): pyproject.toml envs/requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ $(STAMP): pyproject.toml envs/requirements.lock
 reproduce: $(STAMP)
 	$(RUN) snakemake --cores $(CORES)
 	$(RUN) haet report audit results/$(STUDY)/tables/*.json
+	$(RUN) snakemake --report results/$(STUDY)/report.html
+
+# The HTML report of a finished study: rule graph, tables, figures, runs.csv, each with its caption.
+# Another study: make report STUDY=paper SNAKEMAKE_ARGS="--configfile workflow/config/paper.yaml"
+SNAKEMAKE_ARGS ?=
+report: $(STAMP)
+	$(RUN) snakemake --report results/$(STUDY)/report.html $(SNAKEMAKE_ARGS)
 
 # After Snakemake was killed (kill -9, a lost terminal): drop its stale lock and go on where it stopped. Run it
 # only when no other Snakemake is working in this folder.

@@ -261,6 +261,7 @@ def test_slurm_profile_plans_gpu_jobs_in_the_image_in_a_dry_run(tmp_path):
     assert result.returncode == 0, output[-3000:]
     assert f"Singularity image {image} will be pulled" in output
     assert "profiles/slurm" in output and "slurm_partition=" in output and "gpu=1" in output
+    assert "gpu=0" not in output  # the profile asks for the GPU; the planning node has none to see
     native = snakemake(tmp_path, *profile, env=path)  # the profile's Apptainer with a study that runs natively
     assert native.returncode != 0
     assert "container.engine is none but Snakemake runs with --sdm apptainer" in native.stdout + native.stderr

@@ -24,7 +24,6 @@ from haet.records import read_run_record, read_search_log  # noqa: E402
 from haet.report.paper import PAPER_VALUES  # noqa: E402
 from haet.report.tables import ci95_half_width  # noqa: E402
 
-FIGURES = ("screening", "nas", "hpo", "curves")
 SEARCH_METRICS = {"final": "final accuracy", "best_epoch": "best-epoch accuracy (optimistic)"}
 
 
@@ -111,6 +110,9 @@ def curves(groups: dict[str, list[str]], searches: list[str], axes: plt.Axes) ->
     axes.legend(fontsize=8, loc="lower right")
 
 
+FIGURES = {"screening": screening, "nas": nas, "hpo": hpo, "curves": curves}
+
+
 def write_figure(kind: str, groups: dict[str, list[str]], searches: list[str], out: str | Path) -> None:
     """Draw one figure kind into a PNG, written atomically (a failed drawing leaves no file)."""
     if kind not in FIGURES:
@@ -122,7 +124,7 @@ def write_figure(kind: str, groups: dict[str, list[str]], searches: list[str], o
         raise HaetError(f"the {kind} figure draws run records: name them with --group LABEL RECORD...")
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=110)
     try:
-        globals()[kind](groups, searches, axes)
+        FIGURES[kind](groups, searches, axes)
         figure.tight_layout()
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png")

@@ -51,16 +51,17 @@ def training_threads(*layers):
     return torch_threads(*layers) + workers
 
 
-# A training holds a `gpu` token: the default profile allows one at a time, so trainings never share an accelerator.
-# Run here on a machine without NVIDIA's driver (no nvidia-smi), a training is on the CPU and asks for none: `threads:` then shares
-# the cores out. A cluster job always asks, as the node Snakemake plans on is not the node the job runs on.
-CPU_ONLY_HERE = workflow.local_exec and shutil.which("nvidia-smi") is None
+# A training holds a `gpu` token: the default profile allows one at a time, so trainings never share an
+# accelerator. On a machine without NVIDIA's driver (no nvidia-smi) trainings run on the CPU and ask for none, and
+# `threads:` share the cores out. Cluster profiles set gpu=1 on training rules themselves (set-resources): the
+# machine Snakemake plans on is not the one the jobs run on.
+NO_GPU_HERE = shutil.which("nvidia-smi") is None
 
 
 def gpus_per_training(*layers):
     """The `gpu` resource of a training with these config layers: 0 on the CPU, else 1."""
     device = runtime_of(*layers).get("device", "auto")
-    return 0 if device == "cpu" or (device == "auto" and CPU_ONLY_HERE) else 1
+    return 0 if device == "cpu" or (device == "auto" and NO_GPU_HERE) else 1
 
 
 def as_json(value):
