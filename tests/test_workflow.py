@@ -368,7 +368,11 @@ def test_tables_figures_and_runs_csv_are_made_without_importing_torch():
 def chromium() -> str:
     """Debian's Chromium: installed here when missing and apt can (CI runs as root); else the test says why."""
     if not shutil.which("chromium") and shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=900)
+        install = ["apt-get", "install", "-y", "-q", "chromium"]
+        env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+        if subprocess.run(install, capture_output=True, timeout=900, env=env).returncode != 0:  # stale package lists
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=300, env=env)
+            subprocess.run(install, capture_output=True, timeout=900, env=env)
     if not shutil.which("chromium"):
         if os.environ.get("CI"):
             pytest.fail("Chromium is not installed and apt-get could not install it")
@@ -384,15 +388,18 @@ def test_the_report_shows_every_figure_and_table_in_a_real_browser(study, chromi
     assert made.returncode == 0, (made.stdout + made.stderr)[-3000:]
     browser = Chromium(chromium)
     try:
-        browser.open(report.as_uri())
         shown = {}
         for category, items in (("Figures", FIGURES), ("Tables", TABLES), ("Runs", ["runs.csv"])):
+            browser.open(report.as_uri())  # from the start page, where the categories are listed
             browser.evaluate(CLICK_LINK % json.dumps(category))
             for item in items:
-                browser.evaluate(CLICK_EYE % json.dumps(item))
-                shown[item] = browser.evaluate(SHOWN)
-                if item == "nas":
-                    browser.screenshot(study / "results" / "default" / "report-nas.png")
+                if category == "Figures":  # shown in the page: the image must decode to non-zero size
+                    browser.evaluate(CLICK_EYE % json.dumps(item))
+                    shown[item] = browser.evaluate(SHOWN)
+                    if item == "nas":
+                        browser.screenshot(study / "results" / "default" / "report-nas.png")
+                else:  # listed in the page, and the file it opens holds the table
+                    shown[item] = {"text": browser.evaluate(LISTED_FILE % (json.dumps(item), json.dumps(item)))}
     finally:
         browser.close()
     for figure in FIGURES:
@@ -403,13 +410,29 @@ def test_the_report_shows_every_figure_and_table_in_a_real_browser(study, chromi
 
 FIGURES = ["screening", "nas", "hpo", "curves"]
 TABLES = ["table1", "table2a", "table2", "table3", "table4"]
-WAIT = "new Promise(done => setTimeout(done, 300))"
-CLICK_LINK = f"(async () => {{ [...document.querySelectorAll('a')].find(a => a.textContent.trim() === %s).click(); await {WAIT}; }})()"  # noqa: E501
+# The report is a React page: it draws after the load event, so each step waits (up to 20 s) for what it clicks.
+FIND = """async (find) => {
+    for (let tries = 0; tries < 200; tries++) {
+        const found = find();
+        if (found) return found;
+        await new Promise(done => setTimeout(done, 100));
+    }
+    throw new Error('not shown in 20 s: ' + find);
+}"""
+CLICK_LINK = f"""(async () => {{
+    const link = await ({FIND})(() => [...document.querySelectorAll('a')].find(a => a.textContent.trim() === %s));
+    link.click();
+}})()"""
 CLICK_EYE = f"""(async () => {{
-    const row = [...document.querySelectorAll('tr')].find(r => r.firstChild.textContent.trim() === %s);
+    const row = await ({FIND})(() => [...document.querySelectorAll('tr')].find(r => r.firstChild.textContent.trim() === %s));
     row.querySelector('a[iconname=eye]').click();
-    await {WAIT};
+    await new Promise(done => setTimeout(done, 300));
     await Promise.all([...document.images].map(i => i.complete ? null : new Promise(r => i.onload = i.onerror = r)));
+}})()"""  # noqa: E501
+LISTED_FILE = f"""(async () => {{
+    await ({FIND})(() => [...document.querySelectorAll('tr')].find(r => r.firstChild.textContent.trim() === %s));
+    const entry = Object.values(results).find(e => Object.values(e.labels || {{}}).includes(%s));
+    return await (await fetch(entry.data_uri)).text();
 }})()"""
 # the loaded result's images (natural width of each, not the menu's icons) and the page's text
 SHOWN = """({images: [...document.images].filter(i => i.src.startsWith('data:image/png')).map(i => i.naturalWidth * i.naturalHeight),

@@ -54,7 +54,7 @@ rule runs_table:
         records=lambda wildcards: [path for paths in runs_groups().values() for path in paths],
         searches=lambda wildcards: nas_summaries() + hpo_summaries(),
     output:
-        report(f"{OUT}/runs.csv", caption="../report/runs.rst", category="Runs"),
+        report(f"{OUT}/runs.csv", caption="../report/runs.rst", category="Runs", labels={"file": "runs.csv"}),
     params:
         haet=HAET,
         groups=lambda wildcards: group_args(runs_groups()),
