@@ -57,7 +57,8 @@ def test_nas_models_are_smaller_than_their_baselines_or_say_why_not(study):
         best = yaml.safe_load((study / "results" / "default" / "nas" / row["model"] / "best.yaml").read_text())
         # a search whose few evaluations met no feasible point keeps the screened model, and says so
         assert row["macs_vs_baseline"] < 0 or "no feasible point" in best["provenance"]["fallback"]
-    assert any(row["macs_vs_baseline"] < 0 for row in nas_rows)  # the demo does compress
+    # whether the demo's six evaluations find a smaller feasible point varies from run to run (its 8-second budgets
+    # are wall-clock); tests/test_search.py holds a real NAS to finding one
 
 
 def test_an_unchanged_rerun_does_nothing(study):
