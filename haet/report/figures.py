@@ -22,7 +22,7 @@ from haet import HaetError  # noqa: E402
 from haet.files import write_atomic  # noqa: E402
 from haet.records import read_run_record, read_search_log  # noqa: E402
 from haet.report.paper import PAPER_VALUES  # noqa: E402
-from haet.report.tables import ci95_half_width  # noqa: E402
+from haet.report.tables import ci95_half_width, counted_runs  # noqa: E402
 
 SEARCH_METRICS = {"final": "final accuracy", "best_epoch": "best-epoch accuracy (optimistic)"}
 
@@ -30,7 +30,8 @@ SEARCH_METRICS = {"final": "final accuracy", "best_epoch": "best-epoch accuracy 
 def screening(groups: dict[str, list[str]], searches: list[str], axes: plt.Axes) -> None:
     rows = []
     for label, paths in groups.items():
-        finals = [read_run_record(path)["metrics"]["val_acc_final"] for path in paths]
+        counted, _ = counted_runs(label, [(path, read_run_record(path)) for path in paths])  # as Table 1 counts
+        finals = [record["metrics"]["val_acc_final"] for _, record in counted]
         rows.append((label, 100 * statistics.fmean(finals), 100 * (ci95_half_width(finals) or 0.0), len(finals)))
     rows.sort(key=lambda row: -row[1])
     positions = range(len(rows))
