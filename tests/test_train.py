@@ -246,6 +246,25 @@ def test_cli_trains_from_a_config_and_a_crash_leaves_no_record(tmp_path, monkeyp
     assert not crashed.exists()
 
 
+def test_a_training_without_autoaugment_leaves_torchvision_unimported_yet_records_its_version(tmp_path):
+    """torchvision's import costs every training process about 2 s; the record still names its exact build."""
+    manifest = tmp_path / "subset.json"
+    write_manifest(make_manifest(SubsetSpec("digits", train_per_class=10, val_per_class=5)), manifest)
+    out = tmp_path / "run.json"
+    probe = (
+        "import sys; from haet.cli import main; "
+        f"code = main(['train', '--manifest', {str(manifest)!r}, '--out', {str(out)!r}, '--quiet', '--model', "
+        "'ResNet18', '--width', '0.125', '--batch-size', '32', '--augment', 'basic', '--max-epochs', '1', "
+        "'--pipeline', 'resident']); print(code, 'torchvision' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-2:] == ["0", "False"]
+    import torchvision
+
+    assert read_run_record(out)["provenance"]["packages"]["torchvision"] == torchvision.__version__
+
+
 def test_edited_run_record_is_refused(digits, tmp_path):
     config = TrainConfig(SMALL, FAST, Budget(seconds=None, max_epochs=1), Runtime(pipeline="resident"))
     path = tmp_path / "run.json"

@@ -21,9 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
 
-from haet.train.autoaugment import batch_autoaugment
 from haet.train.config import NORMALIZATIONS
 
 CROP_PADDING = 4
@@ -45,8 +43,13 @@ class Cutout:
         return image
 
 
-def train_transform(augment: str, normalize: str, side: int, input_px: int | None = None) -> transforms.Compose:
-    """The loader's transforms for images stored at side x side, trained at input_px (default: side)."""
+def train_transform(augment: str, normalize: str, side: int, input_px: int | None = None):
+    """The loader's transforms (a torchvision Compose) for images stored at side x side, trained at input_px
+    (default: side)."""
+    # Imported here, not at the top: torchvision's import pulls in torch._dynamo (about 2 s of every training
+    # process's start), and only the loader pipeline and AutoAugment need it.
+    from torchvision import transforms
+
     mean, std = NORMALIZATIONS[normalize]
     input_px = input_px or side
     steps: list = []
@@ -64,7 +67,7 @@ def train_transform(augment: str, normalize: str, side: int, input_px: int | Non
 
 
 class AugmentedImages(Dataset):
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: transforms.Compose):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
         self.images, self.labels, self.transform = images, torch.as_tensor(labels), transform
 
     def __len__(self) -> int:
@@ -206,6 +209,8 @@ class ResidentPipeline:
         if self.augment != "none":
             images = batch_crop_flip(images, self.augment_generator)
         if self.augment == "paper":
+            from haet.train.autoaugment import batch_autoaugment  # imports torchvision: see train_transform
+
             images = batch_autoaugment(images, self.augment_generator)
         for start in range(0, len(images), self.batch_size):
             batch = images[start : start + self.batch_size].float() / 255

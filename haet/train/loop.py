@@ -9,6 +9,7 @@ Budget modes:
 
 from __future__ import annotations
 
+import importlib
 import math
 import time
 from collections.abc import Callable
@@ -150,6 +151,9 @@ def set_up(config: TrainConfig, subset: Subset) -> Setup:
         raise RecipeError(f"batch_size {recipe.batch_size} is larger than the {train_count} training images")
     if runtime.threads is not None:
         torch.set_num_threads(runtime.threads)
+    # Every optimiser's first step imports torch._dynamo (over a second on a CPU core): imported in set-up so
+    # that the training budget does not pay for it.
+    importlib.import_module("torch._dynamo")
     device = resolve_device(runtime.device)
     pipeline_name = resolve_pipeline(config, device)
     precision = resolve_precision(runtime.precision, device)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
+import re
 import subprocess
 from datetime import UTC, datetime
 from importlib import metadata
@@ -20,8 +22,17 @@ PACKAGES = ("torch", "torchvision", "numpy", "PyNomadBBO", "haet")
 
 
 def _version(package: str) -> str | None:
-    if package in ("torch", "torchvision"):  # __version__ carries the build variant, e.g. 2.14.1+cu130
+    # torch's and torchvision's __version__ carry the build variant (2.14.1+cu130), which their metadata lacks.
+    # torchvision's is read from its version.py: importing it costs a training process about 2 s (torch._dynamo).
+    if package == "torch":
         return __import__(package).__version__
+    if package == "torchvision":
+        spec = importlib.util.find_spec(package)
+        if spec and spec.submodule_search_locations:
+            version_file = Path(spec.submodule_search_locations[0]) / "version.py"
+            found = re.search(r"^__version__ = ['\"]([^'\"]+)['\"]", version_file.read_text(), re.MULTILINE)
+            if found:
+                return found.group(1)
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
