@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import traceback
+from pathlib import Path
 
 import yaml
 
@@ -284,6 +285,7 @@ SEARCH_KEYS = {
     "eval_timeout_s",
     "metric",
     "lr_scaling",
+    "share_gpus",
 }
 
 
@@ -317,6 +319,7 @@ def evaluation_printer(kind: str, max_evaluations: int):
 
 def cmd_search(args: argparse.Namespace) -> int:
     from haet.search import HpoProblem, NasProblem, SearchSettings, run_search
+    from haet.search.gpus import search_gpus
     from haet.search.problems import baseline_accuracy
 
     config = merged_config(args)
@@ -335,11 +338,16 @@ def cmd_search(args: argparse.Namespace) -> int:
             if key in search
         }
     )
+    share_gpus = search.get("share_gpus", False)
+    if not isinstance(share_gpus, bool):
+        raise HaetError(f"search.share_gpus must be true or false, got {share_gpus!r}")
     common = {
         "variables": search.get("variables"),
-        "slots": settings.block_size,
+        "slots": settings.block_size * len(args.manifest),  # a block's trainings, all at once
         "eval_timeout_s": search.get("eval_timeout_s"),
         "metric": search.get("metric", "final"),
+        "gpus": search_gpus(base.runtime.device, args.gpus),
+        "share_gpus": share_gpus,
     }
     if args.kind == "nas":
         if "lr_scaling" in search:
@@ -356,6 +364,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         )
     else:
         problem = HpoProblem(base, args.manifest, args.out_dir, lr_scaling=search.get("lr_scaling", "code"), **common)
+    if problem.gpu_slots:
+        held = ", ".join(f"GPU {gpu}: {count}" for gpu, count in dict(problem.gpu_slots).items())
+        print(f"{args.kind}: {len(problem.gpu_slots)} trainings at once, trainings per GPU: {held}", flush=True)
     progress = evaluation_printer(args.kind, settings.max_evaluations)
     result = run_search(problem, settings, args.out_dir, args.new_log_if_changed, progress)
     provenance = problem.write_choice(result, args.out_dir)
@@ -433,6 +444,44 @@ def _container_spec(args: argparse.Namespace):
         data_roots=tuple(Path(root) for root in getattr(args, "data_root", [])),
         gpus=getattr(args, "gpus", "auto"),
     )
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from haet.config import load_config
+    from haet.plan import plan
+
+    result = plan(
+        load_config(args.config), args.gpus, args.overhead_s, Path(args.benchmarks) if args.benchmarks else None
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    source = f"measured from {args.benchmarks}" if result["overhead_measured"] else "assumed; --benchmarks measures it"
+    overhead = f"overhead {result['overhead_s']:.1f} s a training ({source})"
+    print(f"{args.config} on {args.gpus} GPU(s) or training slots; {overhead}")
+    measured = any(row["measured_job_s"] is not None for row in result["stages"])
+    header = f"{'stage':<10} {'trainings':>10} {'training':>9} {'GPU-hours':>10} {'wall':>8}"
+    print(header + (f" {'job-s planned':>14} {'job-s measured':>15}" if measured else ""))
+    for row in result["stages"]:
+        count = f"<={row['trainings']}" if row["upper_bound"] else str(row["trainings"])
+        line = (
+            f"{row['stage']:<10} {count:>10} {row['training_s']:>8.1f}s {row['gpu_hours']:>10.3f} "
+            f"{_duration(row['wall_s']):>8}"
+        )
+        if measured:
+            seen = row["measured_job_s"]
+            line += f" {row['predicted_job_s']:>14.0f} {'' if seen is None else f'{seen:.0f}':>15}"
+        print(line)
+    total = result["total"]
+    print(f"{'total':<10} {total['trainings']:>10} {'':>9} {total['gpu_hours']:>10.3f} {_duration(total['wall_s']):>8}")
+    print("Searches count every evaluation as trained (an upper bound: NOMAD answers some without training).")
+    return 0
 
 
 def cmd_container(args: argparse.Namespace) -> int:
@@ -548,12 +597,24 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--baseline-records", nargs="+", help="nas: screening records of the unscaled model")
     search.add_argument("--max-evaluations", type=int)
     search.add_argument("--block-size", type=int, help="points evaluated at once, each training in its own process")
+    search.add_argument(
+        "--gpus",
+        help="GPUs for the trainings, one each, e.g. 0,1,2,3 (default: CUDA_VISIBLE_DEVICES, else every GPU here)",
+    )
     search.add_argument("--quiet", action="store_true")
     for flag, (section, key, kind) in TRAIN_FLAGS.items():
         if flag != "seed":
             search.add_argument(f"--{flag.replace('_', '-')}", type=kind, help=f"base training {section}.{key}")
     search.add_argument("--seed", type=int, help="NOMAD's seed")
     search.set_defaults(handler=cmd_search)
+
+    planner = commands.add_parser("plan", help="a study's trainings, GPU-hours and wall time per stage, before it runs")
+    planner.add_argument("--config", default="workflow/config/default.yaml", help="study config (YAML)")
+    planner.add_argument("--gpus", type=int, default=1, help="GPUs (on a CPU: trainings at once, cores / threads)")
+    planner.add_argument("--overhead-s", type=float, help="seconds a training takes beyond its budget (default 10)")
+    planner.add_argument("--benchmarks", help="a run's benchmark folder: measure the overhead, compare each stage")
+    planner.add_argument("--json", action="store_true", help="the plan as JSON")
+    planner.set_defaults(handler=cmd_plan)
 
     container = commands.add_parser("container", help="run a haet command inside the pinned image (Docker API)")
     container_commands = container.add_subparsers(dest="container_command", required=True)

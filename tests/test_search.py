@@ -21,7 +21,9 @@ from haet.cli import main
 from haet.data.subsets import SubsetSpec, make_manifest, write_manifest
 from haet.files import read_record
 from haet.search import HpoProblem, NasProblem, SearchError, SearchSettings, Variable, run_search
+from haet.search.gpus import given_gpus, gpu_slots
 from haet.search.nomad_process import FAULT_VARIABLE
+from haet.search.problems import training_command
 from haet.train import TrainConfig, read_run_record
 
 SCRIPT = str(REPO / "tests" / "analytic_search.py")
@@ -167,6 +169,7 @@ def test_search_settings_are_checked_before_any_work(settings, message):
         ({"baseline_acc": "x"}, r"search.baseline_acc must be an accuracy in \(0, 1\], got 'x'"),
         ({"metric": "best"}, r"search.metric must be one of final, best_epoch, got 'best'"),
         ({"lr_scaling": "paper_text"}, r"search.lr_scaling scales HPO's learning rates; a NAS search does not"),
+        ({"share_gpus": "yes"}, r"search.share_gpus must be true or false, got 'yes'"),
     ],
 )
 def test_bad_search_sections_are_one_line_errors_with_no_partial_output(
@@ -416,3 +419,85 @@ def test_real_hpo_on_digits_as_the_authors_scored_it_writes_the_best_recipe(tmp_
         for source in best["provenance"]["records"]
     ]
     assert best["provenance"]["accuracy"] == pytest.approx(sum(bests) / 2)
+
+
+@pytest.mark.parametrize(
+    ("explicit", "environ", "visible", "expected"),
+    [
+        ("2,5", {"CUDA_VISIBLE_DEVICES": "0,1,2,3"}, 4, ["2", "5"]),  # an explicit list wins
+        (None, {"CUDA_VISIBLE_DEVICES": "3,1"}, 8, ["3", "1"]),  # the scheduler's allocation
+        (None, {"CUDA_VISIBLE_DEVICES": "GPU-8f2c,GPU-77aa"}, 8, ["GPU-8f2c", "GPU-77aa"]),  # UUIDs pass through
+        (None, {}, 2, ["0", "1"]),  # nothing set: every GPU the machine shows
+        (None, {}, 0, []),  # a machine without one
+        (None, {"CUDA_VISIBLE_DEVICES": ""}, 4, []),
+        (None, {"CUDA_VISIBLE_DEVICES": "1,-1,2"}, 4, ["1"]),  # CUDA reads no further than an invalid id
+    ],
+)
+def test_a_search_uses_the_gpus_it_was_given(explicit, environ, visible, expected):
+    assert given_gpus(explicit, environ, lambda: visible) == expected
+
+
+def test_a_gpu_named_twice_is_refused():
+    with pytest.raises(SearchError, match=r"names a GPU twice; give each GPU once \(share_gpus shares them\)"):
+        given_gpus("0,1,0", {}, lambda: 2)
+
+
+def test_trainings_get_a_gpu_each_run_in_rounds_when_fewer_and_share_only_when_asked():
+    assert gpu_slots(["0", "1", "2", "3"], 3, share=False) == [("0", 1), ("1", 1), ("2", 1)]
+    assert gpu_slots(["0", "1"], 4, share=False) == [("0", 1), ("1", 1)]  # 4 trainings in 2 rounds of 2
+    assert gpu_slots(["0", "1"], 5, share=True) == [("0", 3), ("1", 2), ("0", 3), ("1", 2), ("0", 3)]
+    assert gpu_slots([], 4, share=False) == []  # on the CPU the block runs at once, on its reserved cores
+
+
+def _trainings_logging_their_gpu(log: Path):
+    """training_command wrapped in a shell that logs the GPU the search gave the training, when it ran, and how
+    many trainings that GPU held; then the real `haet train` runs (on the CPU here: the ids name no device)."""
+    script = (
+        'echo "start $(date +%s.%N) ${CUDA_VISIBLE_DEVICES-unset} ${HAET_GPU_SHARED_BY-unset}" >> "$0"; "$@"; '
+        'code=$?; echo "end $(date +%s.%N) ${CUDA_VISIBLE_DEVICES-unset}" >> "$0"; exit $code'
+    )
+    return lambda manifest, config, out: ["sh", "-c", script, str(log), *training_command(manifest, config, out)]
+
+
+def _gpus_at_once(log: Path) -> list[list[str]]:
+    """From the log: the GPUs of the trainings running together, at every start."""
+    events = sorted((float(line.split()[1]), line.split()[0], line.split()[2]) for line in log.read_text().splitlines())
+    running, seen = [], []
+    for _, kind, gpu in events:
+        if kind == "start":
+            running.append(gpu)
+            seen.append(sorted(running))
+        else:
+            running.remove(gpu)
+    return seen
+
+
+@pytest.mark.parametrize(("gpus", "share", "most_at_once"), [("7,3", False, 2), ("5", True, 4)])
+def test_a_search_block_spreads_its_trainings_over_the_given_gpus(
+    tmp_path, digits_manifest, monkeypatch, gpus, share, most_at_once
+):
+    """Two points on two subsets: four trainings a block. Two GPUs: a GPU each, in two rounds. One GPU shared:
+    all four at once on it, each told that its GPU held four."""
+    second = tmp_path / "run1.json"
+    write_manifest(make_manifest(SubsetSpec("digits", train_per_class=60, val_per_class=20), run=1), second)
+    log = tmp_path / "gpus.log"
+    monkeypatch.setattr("haet.search.problems.training_command", _trainings_logging_their_gpu(log))
+    config = tmp_path / "hpo.yaml"
+    search = {"max_evaluations": 2, "seed": 0, "block_size": 2, "share_gpus": share}
+    budget = {"seconds": 0.5, "eval_every_epochs": 100}
+    config.write_text(
+        yaml.safe_dump(
+            SEARCH_CONFIG | {"model": {"name": "ResNet18", "width": 0.125}, "budget": budget, "search": search}
+        )
+    )
+    manifests = ["--manifest", str(digits_manifest), "--manifest", str(second)]
+    argv = ["search", "hpo", "--config", str(config), *manifests, "--out-dir", str(tmp_path / "hpo"), "--gpus", gpus]
+    assert main(argv) == 0
+    trained = read_record(tmp_path / "hpo" / "summary.json")["counts"]["trained"]
+    starts = [line.split() for line in log.read_text().splitlines() if line.startswith("start")]
+    assert trained >= 2 and len(starts) == 2 * trained and {start[2] for start in starts} == set(gpus.split(","))
+    assert {start[3] for start in starts} == ({"4"} if share else {"1"})
+    together = _gpus_at_once(log)
+    assert max(len(gpus_running) for gpus_running in together) <= most_at_once
+    if not share:  # never two trainings on one GPU at the same time
+        assert all(len(set(gpus_running)) == len(gpus_running) for gpus_running in together)

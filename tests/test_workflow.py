@@ -25,8 +25,10 @@ TABLE_ROWS = {"table1": 3, "table2a": 4, "table2": 6, "table3": 3, "table4": 2}
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("study")
+    start = time.perf_counter()
     result = snakemake(workdir, "--cores", "2")
     assert result.returncode == 0, result.stderr[-4000:]
+    (workdir / "wall_s.txt").write_text(f"{time.perf_counter() - start:.1f}\n")  # what `haet plan` is checked against
     return workdir
 
 
@@ -70,6 +72,51 @@ def test_the_default_screening_ranks_its_models_beyond_their_noise(study):
         lower = better["val_acc_final_mean"] - better["val_acc_final_ci95"]
         upper = worse["val_acc_final_mean"] + worse["val_acc_final_ci95"]
         assert lower > upper, (better["label"], lower, worse["label"], upper)
+
+
+def test_the_plan_names_every_job_the_study_ran_and_its_wall_time_within_half(study, capsys):
+    """`haet plan` against the run it plans: the same trainings, and the wall time within +-50% (README: the
+    margin measured). Its searches are upper bounds (NOMAD answers some points without training)."""
+    benchmarks = study / "results" / "default" / "benchmarks"
+    config = str(REPO / "workflow" / "config" / "default.yaml")
+    assert main(["plan", "--config", config, "--gpus", "2", "--benchmarks", str(benchmarks), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = {row["stage"]: row for row in result["stages"]}
+    for name in ("screening", "augment", "hpo_runs", "final", "reference"):
+        assert rows[name]["measured_jobs"] == rows[name]["trainings"], name
+    assert rows["nas"]["measured_jobs"] == 2 and rows["hpo"]["measured_jobs"] == 1  # one job a search
+    assert result["overhead_measured"] and 0 < result["overhead_s"] < 30
+    measured_s = float((study / "wall_s.txt").read_text())
+    assert 0.5 * measured_s < result["total"]["wall_s"] < 1.5 * measured_s, (result["total"], measured_s)
+
+
+def test_slurm_gives_a_search_a_gpu_for_each_training_of_its_block(study, tmp_path):
+    image = "docker://registry.example.org/haet@sha256:" + "0" * 64
+    blocks = {
+        "container": {"engine": "apptainer", "image": image},
+        "nas": {"per_model": {"ResNet18": {"block_size": 4}}},  # 4 points at once on 1 subset: 4 GPUs
+        "hpo": {"subsets": 3},  # each point on 3 subsets at once, as the authors ran it: 3 GPUs
+    }
+    (tmp_path / "blocks.yaml").write_text(yaml.safe_dump(blocks))
+    stand_in = tmp_path / "bin" / "apptainer"
+    stand_in.parent.mkdir()
+    stand_in.write_text('#!/bin/sh\n[ "$1" = --version ] && echo "apptainer version 1.3.6" && exit 0\nexit 1\n')
+    stand_in.chmod(0o755)
+    path = {"PATH": f"{stand_in.parent}:{Path(sys.executable).parent}:/usr/bin:/bin"}
+    default = str(REPO / "workflow" / "config" / "default.yaml")
+    profile = ["-n", "--workflow-profile", str(REPO / "profiles" / "slurm"), "--forcerun", "nas", "hpo"]
+    result = snakemake(study, *profile, "--configfile", default, str(tmp_path / "blocks.yaml"), env=path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    planned = {}
+    for job in output.split("\n\n"):
+        lines = job.strip().splitlines()
+        rule = next((line.split()[-1].rstrip(":") for line in lines if line.startswith(("rule ", "checkpoint "))), None)
+        model = next((line.split("model=")[1].split(",")[0] for line in lines if "model=" in line), "")
+        gpus = next((line.split("gpu=")[1].split(",")[0] for line in lines if "gpu=" in line), None)
+        if rule in ("nas", "hpo", "hpo_run") and gpus is not None:
+            planned[f"{rule} {model}".strip()] = int(gpus)
+    assert planned == {"nas ResNet18": 4, "nas MobileNet": 1, "hpo": 3, "hpo_run": 1}, output[-3000:]
 
 
 def test_an_unchanged_rerun_does_nothing(study):

@@ -39,6 +39,8 @@ def run_row(stage: str, path: str, record: dict) -> dict:
         "budget_mode": record["budget"]["mode"],
         "device": record["runtime"]["device"],
         "device_name": provenance["device_name"],
+        "gpu_visible_devices": (provenance.get("gpu") or {}).get("visible_devices"),
+        "trainings_per_gpu": (provenance.get("gpu") or {}).get("trainings_sharing"),
         "pipeline": record["runtime"]["pipeline"],
         "precision": record["runtime"]["precision"],
         "torch_threads": provenance["torch_threads"],

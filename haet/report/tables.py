@@ -43,6 +43,7 @@ COLUMNS = [
     "max_epochs",
     "budget_mode",
     "precision",
+    "trainings_per_gpu",
     "paper",
     "paper_model",
     "image",
@@ -75,6 +76,26 @@ def image_problems(table: dict, records: list[dict]) -> list[str]:
         return []
     listed = ", ".join(f"{image} ({n} runs)" for image, n in sorted(counts.items()))
     return [f"runs come from different images: {listed}; rerun them in one, or set container.allow_mixed_images"]
+
+
+def trainings_per_gpu(record: dict) -> int | None:
+    """How many trainings shared this run's GPU (1: it had one of its own); None on the CPU or in records made
+    before runs said so."""
+    gpu = record["provenance"].get("gpu")
+    return gpu["trainings_sharing"] if gpu else None
+
+
+def shared_gpu_problems(label: str, records: list[tuple[str, dict]]) -> list[str]:
+    """Runs trained on a GPU shared with other trainings under a wall-clock budget: each slowed the others down,
+    so their accuracies are not those of the protocol (only a search asked to share GPUs makes such runs)."""
+    shared = [(path, trainings_per_gpu(record)) for path, record in records if (trainings_per_gpu(record) or 1) > 1]
+    if not shared or records[0][1]["budget"]["seconds"] is None:
+        return []
+    listed = ", ".join(f"{path} ({count} trainings on its GPU)" for path, count in shared)
+    return [
+        f"row {label}: trained on a shared GPU under a wall-clock budget, so the trainings slowed each other "
+        f"down: {listed}. Rerun them with a GPU each"
+    ]
 
 
 def precision_of(record: dict) -> str:
@@ -125,6 +146,7 @@ def protocol_problems(loaded: dict[str, list[tuple[str, dict]]]) -> list[str]:
             if len(values) > 1:
                 problems.append(f"row {label}: its runs mix {name}: {_differences(values)}")
             shared.setdefault(name, {})[label] = values[0]
+        problems += shared_gpu_problems(label, counted)
         if excluded:
             reasons = ", ".join(f"{item['path']} ({item['reason']})" for item in excluded)
             problems.append(
@@ -206,6 +228,7 @@ def summarize(label: str, records: list[tuple[str, dict]]) -> dict:
         "max_epochs": first["budget"]["max_epochs"],
         "budget_mode": first["budget"]["mode"],
         "precision": precision_of(first),
+        "trainings_per_gpu": max((trainings_per_gpu(record) or 0 for _, record in records), default=0) or None,
         "image": _short_image({image_of(record) for _, record in records}),
         "sources": sources,
         "excluded": excluded,
@@ -253,6 +276,7 @@ def render_markdown(table: dict) -> str:
         "budget_s": "budget s",
         "max_epochs": "max epochs",
         "budget_mode": "budget mode",
+        "trainings_per_gpu": "trainings per GPU",
         "macs_vs_baseline": "MACs vs baseline",
         "params_vs_baseline": "params vs baseline",
     }

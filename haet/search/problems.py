@@ -31,6 +31,7 @@ from haet.models import ModelError, input_size
 from haet.models.cost import model_cost
 from haet.records import read_run_record
 from haet.search.driver import check_seconds
+from haet.search.gpus import SHARED_BY_VARIABLE, gpu_slots
 from haet.search.space import SearchError, Variable
 from haet.train import ModelSpec, TrainConfig
 
@@ -160,8 +161,14 @@ class TrainingProblem:
         out_dir: str | Path,
         eval_timeout_s: float | None,
         metric: str = "final",
+        slots: int = 1,
+        gpus: list[str] | None = None,
+        share_gpus: bool = False,
     ):
         self.metric = check_metric(metric)
+        # (GPU, trainings on it) per training run at once; empty on the CPU, where a block's trainings all run
+        self.gpu_slots = gpu_slots(gpus or [], slots, share_gpus)
+        self.slots = len(self.gpu_slots) or slots
         if not manifests:
             raise SearchError("a search needs at least one subset manifest (k subsets give each point k trainings)")
         if eval_timeout_s is not None:
@@ -213,9 +220,15 @@ class TrainingProblem:
         return results
 
     def _run_jobs(self, pending: list[tuple], running: list[tuple], outcomes: dict[int, list], slots: int) -> None:
+        free_slots = list(range(slots))
         while pending or running:
-            while pending and len(running) < slots:
+            while pending and free_slots:
                 offset, out, command, log = pending.pop(0)
+                slot = free_slots.pop(0)
+                environment = None
+                if self.gpu_slots:  # this slot's GPU alone, seen as cuda:0
+                    gpu, shared_by = self.gpu_slots[slot]
+                    environment = os.environ | {"CUDA_VISIBLE_DEVICES": gpu, SHARED_BY_VARIABLE: str(shared_by)}
                 with open(log, "w") as log_handle:
                     # its own session: a Ctrl-C at the terminal lets the evaluation under way finish; and it dies
                     # with the search (parent-death signal), even when the search is killed with SIGKILL
@@ -223,13 +236,14 @@ class TrainingProblem:
                         command,
                         stdout=log_handle,
                         stderr=subprocess.STDOUT,
+                        env=environment,
                         start_new_session=True,
                         preexec_fn=_die_with_parent,
                     )
-                running.append((process, time.monotonic(), offset, out, log))
+                running.append((process, time.monotonic(), offset, out, log, slot))
             time.sleep(0.05)
             for item in list(running):
-                process, started, offset, out, log = item
+                process, started, offset, out, log, slot = item
                 if process.poll() is None and time.monotonic() - started < self.eval_timeout_s:
                     continue
                 if process.poll() is None:
@@ -244,6 +258,7 @@ class TrainingProblem:
                     except HaetError as exc:
                         outcomes[offset].append(f"unreadable run record: {exc}")
                 running.remove(item)
+                free_slots.append(slot)
 
     def write_choice(self, result, out_dir: str | Path) -> dict:
         """best.yaml (the chosen training config) and tuned.yaml (only what the search chose), with provenance."""
@@ -300,8 +315,10 @@ class NasProblem(TrainingProblem):
         slots: int = 1,
         eval_timeout_s: float | None = None,
         metric: str = "final",
+        gpus: list[str] | None = None,
+        share_gpus: bool = False,
     ):
-        super().__init__(base, manifests, out_dir, eval_timeout_s, metric)
+        super().__init__(base, manifests, out_dir, eval_timeout_s, metric, slots, gpus, share_gpus)
         if constraint not in ("EB", "PB"):
             raise SearchError(
                 f"the accuracy constraint is EB (extreme barrier) or PB (progressive), not {constraint!r}"
@@ -309,7 +326,7 @@ class NasProblem(TrainingProblem):
         numeric = isinstance(baseline_acc, int | float) and not isinstance(baseline_acc, bool)
         if not numeric or not 0 < baseline_acc <= 1:
             raise SearchError(f"search.baseline_acc must be an accuracy in (0, 1], got {baseline_acc!r}")
-        self.baseline_acc, self.constraint, self.slots = baseline_acc, constraint, slots
+        self.baseline_acc, self.constraint = baseline_acc, constraint
         self.variables = with_overrides(NAS_VARIABLES, variables)
         self.output_types = ["OBJ", constraint]
 
@@ -420,12 +437,14 @@ class HpoProblem(TrainingProblem):
         eval_timeout_s: float | None = None,
         metric: str = "final",
         lr_scaling: str = "code",
+        gpus: list[str] | None = None,
+        share_gpus: bool = False,
     ):
-        super().__init__(base, manifests, out_dir, eval_timeout_s, metric)
+        super().__init__(base, manifests, out_dir, eval_timeout_s, metric, slots, gpus, share_gpus)
         if lr_scaling not in LR_SCALINGS:
             raise SearchError(f"search.lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {lr_scaling!r}")
         self.variables = with_overrides(HPO_VARIABLES, variables)
-        self.slots, self.lr_scaling = slots, lr_scaling
+        self.lr_scaling = lr_scaling
 
     def fingerprint(self) -> dict:
         return super().fingerprint() | {

@@ -58,6 +58,16 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def gpu_assignment() -> dict:
+    """The GPU this training was given (CUDA_VISIBLE_DEVICES, None: not set) and how many trainings it held: more
+    than 1 only where a search was asked to share GPUs (it sets HAET_GPU_SHARED_BY)."""
+    shared_by = os.environ.get("HAET_GPU_SHARED_BY", "1")
+    return {
+        "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "trainings_sharing": int(shared_by) if shared_by.isdigit() and int(shared_by) >= 1 else 1,
+    }
+
+
 def provenance(device: str) -> dict:
     """Where and with what a run ran: versions, commit, hardware, container."""
     commit = _git("rev-parse", "HEAD")
@@ -77,6 +87,7 @@ def provenance(device: str) -> dict:
         "device_name": torch.cuda.get_device_name(torch.device(device)) if on_cuda else _cpu_name(),
         "cuda_version": torch.version.cuda if on_cuda else None,
         "cudnn_version": torch.backends.cudnn.version() if on_cuda else None,
+        "gpu": gpu_assignment() if on_cuda else None,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "hostname": platform.node(),

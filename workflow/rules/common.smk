@@ -28,7 +28,6 @@ STAGE_LAYERS = {"screening": [config["screening"]["train"]]}
 STAGE_LAYERS["augment"] = STAGE_LAYERS["screening"] + [config["augment"]["train"]]
 STAGE_LAYERS["hpo"] = STAGE_LAYERS["augment"] + [config["hpo"]["train"]]
 STAGE_LAYERS["final"] = STAGE_LAYERS["hpo"] + [config["final"]["train"]]
-SEARCH_BLOCKS = {kind: config[kind]["search"].get("block_size", 1) for kind in ("nas", "hpo")}  # trainings at once
 
 
 def runtime_of(*layers):
@@ -52,16 +51,35 @@ def training_threads(*layers):
 
 
 # A training holds a `gpu` token: the default profile allows one at a time, so trainings never share an
-# accelerator. On a machine without NVIDIA's driver (no nvidia-smi) trainings run on the CPU and ask for none, and
-# `threads:` share the cores out. Cluster profiles set gpu=1 on training rules themselves (set-resources): the
-# machine Snakemake plans on is not the one the jobs run on.
-NO_GPU_HERE = shutil.which("nvidia-smi") is None
+# accelerator (a search holds one per training it runs at once). On a machine without NVIDIA's driver (no
+# nvidia-smi) trainings run on the CPU and ask for none, and `threads:` share the cores out. A study in Apptainer
+# (container.engine apptainer, the cluster engine) asks for GPUs even so: the machine Snakemake plans on is not
+# the one its jobs run on.
+NO_GPU_HERE = shutil.which("nvidia-smi") is None and config["container"]["engine"] != "apptainer"
 
 
 def gpus_per_training(*layers):
     """The `gpu` resource of a training with these config layers: 0 on the CPU, else 1."""
     device = runtime_of(*layers).get("device", "auto")
     return 0 if device == "cpu" or (device == "auto" and NO_GPU_HERE) else 1
+
+
+def search_settings(kind, model=None):
+    """A search's settings: hpo.search, or nas.search with the model's nas.per_model over it."""
+    return nas_search(model) if kind == "nas" else config["hpo"]["search"]
+
+
+def search_trainings(kind, model=None):
+    """Trainings a search runs at once: a block of points, each on every subset of the search."""
+    return search_settings(kind, model).get("block_size", 1) * config[kind]["subsets"]
+
+
+def search_gpus(kind, layers, model=None):
+    """The `gpu` resource of a search: a GPU per training it runs at once, or one they share (share_gpus)."""
+    per_training = gpus_per_training(*layers)
+    if search_settings(kind, model).get("share_gpus", False):
+        return per_training
+    return per_training * search_trainings(kind, model)
 
 
 def as_json(value):

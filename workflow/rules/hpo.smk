@@ -17,9 +17,9 @@ rule hpo:
         ),
         manifests=repeated("--manifest", HPO_MANIFESTS),
         out_dir=output_folder,
-    threads: training_threads(*STAGE_LAYERS["hpo"]) * SEARCH_BLOCKS["hpo"]
+    threads: training_threads(*STAGE_LAYERS["hpo"]) * search_trainings("hpo")
     resources:
-        gpu=gpus_per_training(*STAGE_LAYERS["hpo"]),
+        gpu=search_gpus("hpo", STAGE_LAYERS["hpo"]),
     log:
         f"{OUT}/logs/hpo/search.log",
     benchmark:

@@ -13,9 +13,9 @@ rule nas:
         config=lambda wildcards: as_json(config["screening"]["train"] | {"search": nas_search(wildcards.model)}),
         manifests=repeated("--manifest", NAS_MANIFESTS),
         out_dir=output_folder,
-    threads: training_threads(*STAGE_LAYERS["screening"]) * SEARCH_BLOCKS["nas"]
+    threads: lambda wildcards: training_threads(*STAGE_LAYERS["screening"]) * search_trainings("nas", wildcards.model)
     resources:
-        gpu=gpus_per_training(*STAGE_LAYERS["screening"]),
+        gpu=lambda wildcards: search_gpus("nas", STAGE_LAYERS["screening"], wildcards.model),
     log:
         f"{OUT}/logs/nas/{{model}}.log",
     benchmark:
