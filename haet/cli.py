@@ -682,6 +682,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    code = _handle(args)
+    if argv is None and args.command == "train":
+        # A training process (the console script or `python -m haet`, not a caller in Python) leaves without
+        # Python's teardown of torch, about a second of every training: its record is written and fsynced.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _handle(args: argparse.Namespace) -> int:
     try:
         return args.handler(args)
     except HaetError as exc:

@@ -248,6 +248,25 @@ def test_the_audit_fails_rows_compared_under_different_budgets(study_copy, capsy
     assert "rows compared in this table were trained under different budgets: " in capsys.readouterr().out
 
 
+def test_rows_trained_on_a_shared_gpu_under_a_wall_clock_budget_are_shown_and_fail_the_audit(study_copy, capsys):
+    screening = study_copy / "screening" / "ResNet18"
+
+    def shared(record):  # as a search asked to share GPUs records it: four trainings held this GPU
+        record["runtime"]["device"] = record["provenance"]["device"] = "cuda"
+        record["provenance"]["gpu"] = {"visible_devices": "0", "trainings_sharing": 4}
+
+    runs = [str(screening / "run0.json"), _variant(screening / "run1.json", study_copy / "shared.json", shared)]
+    out = study_copy / "tables" / "shared"
+    assert main(["report", "table", "table1", "--group", "ResNet18", *runs, "--out-prefix", str(out)]) == 0
+    assert read_record(out.with_suffix(".json"))["rows"][0]["trainings_per_gpu"] == 4
+    assert "| trainings per GPU |" in out.with_suffix(".md").read_text()
+    capsys.readouterr()
+    assert main(["report", "audit", str(out.with_suffix(".json"))]) == 1
+    printed = capsys.readouterr().out
+    assert "row ResNet18: trained on a shared GPU under a wall-clock budget" in printed
+    assert f"{study_copy / 'shared.json'} (4 trainings on its GPU)" in printed
+
+
 def test_table3_says_which_metric_chose_the_recipe_and_the_audit_holds_it_to_the_summary(study_copy, capsys):
     table = study_copy / "tables" / "table3.json"
     assert any(

@@ -186,7 +186,8 @@ HPO_MANIFESTS = [f"{OUT}/subsets/run{run}.json" for run in RUNS[: config["hpo"][
 
 # The reference rows (reference.smk): the paper's final submission, as `haet train`'s defaults.
 REFERENCE_LABEL = "SENet18|paper submission"
-REFERENCE_RUNS = {"hpo": HPO_RUNS, "final": FINAL_RUNS}
+_reference_runs = config.get("reference", {}).get("runs")  # per table; none given: as many as the tuned rows
+REFERENCE_RUNS = {"hpo": HPO_RUNS[:_reference_runs], "final": FINAL_RUNS[:_reference_runs]}
 
 
 def reference_config(stage):
