@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
 import os
 import sys
 import traceback
@@ -683,9 +684,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     code = _handle(args)
-    if argv is None and args.command == "train":
+    if argv is None and args.command == "train" and not multiprocessing.active_children():
         # A training process (the console script or `python -m haet`, not a caller in Python) leaves without
-        # Python's teardown of torch, about a second of every training: its record is written and fsynced.
+        # Python's teardown of torch, about a second of every training: its record is written and fsynced. Not
+        # while DataLoader workers live: only the teardown shuts them down (else they block on their queue).
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
