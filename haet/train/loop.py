@@ -151,11 +151,13 @@ def set_up(config: TrainConfig, subset: Subset) -> Setup:
         raise RecipeError(f"batch_size {recipe.batch_size} is larger than the {train_count} training images")
     if runtime.threads is not None:
         torch.set_num_threads(runtime.threads)
-    # Every optimiser's first step imports torch._dynamo (over a second on a CPU core): imported in set-up so
-    # that the training budget does not pay for it.
-    importlib.import_module("torch._dynamo")
     device = resolve_device(runtime.device)
     pipeline_name = resolve_pipeline(config, device)
+    if pipeline_name == "resident":
+        # Every optimiser's first step imports torch._dynamo (over a second on a CPU core): imported in set-up so
+        # that the budget does not pay for it. Not where loader workers will fork from this process: they were
+        # tested as forked before it, and Ctrl-C must still stop them cleanly.
+        importlib.import_module("torch._dynamo")
     precision = resolve_precision(runtime.precision, device)
     input_px = input_size(spec.resolution)
     seed = subset.manifest["subset_seed"] if runtime.seed is None else runtime.seed
