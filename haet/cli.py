@@ -233,6 +233,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         for bar in bars:
             bar.close()
     record = write_run_record(body, args.out)
+    args.skip_teardown = record["runtime"]["pipeline"] == "resident"  # no loader workers to shut down (main)
     metrics = record["metrics"]
     print(
         f"{args.out}: {record['status']}, stopped by {record['budget']['stopped_by']} after {metrics['epochs']} "
@@ -684,10 +685,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     code = _handle(args)
-    if argv is None and args.command == "train" and not multiprocessing.active_children():
-        # A training process (the console script or `python -m haet`, not a caller in Python) leaves without
-        # Python's teardown of torch, about a second of every training: its record is written and fsynced. Not
-        # while DataLoader workers live: only the teardown shuts them down (else they block on their queue).
+    if argv is None and getattr(args, "skip_teardown", False) and not multiprocessing.active_children():
+        # A training process (the console script or `python -m haet`, not a caller in Python) on the resident
+        # pipeline leaves without Python's teardown of torch, about a second of every training: its record is
+        # written and fsynced. A loader pipeline's workers are shut down by the teardown, so it keeps it.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
