@@ -28,7 +28,7 @@ checkpoint rank_augment:
         f"{OUT}/augment/ranking.json",
     params:
         haet=HAET,
-        groups=lambda wildcards: group_args(carry_groups()),
+        groups=lambda wildcards, input: group_args(carry_groups(), input),
     log:
         f"{OUT}/logs/augment/rank.log",
     benchmark:

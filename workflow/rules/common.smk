@@ -6,6 +6,24 @@ FINAL_RUNS = list(range(config["final"]["subsets"]["runs"]))
 MODELS = config["screening"]["models"]
 
 
+def check_kubernetes_run(workflow, container):
+    """Before the first job: container.engine kubernetes goes with the Kubernetes executor and no other, and the
+    pods run container.image (they run --container-image; the records name container.image)."""
+    executor = workflow.executor_plugin.cli_prefix
+    if (executor == "kubernetes") != (container["engine"] == "kubernetes"):
+        raise ValueError(
+            f"container.engine is {container['engine']} but Snakemake runs with --executor {executor}: use "
+            "container.engine kubernetes with the Kubernetes profile (--workflow-profile profiles/kubernetes), "
+            "or neither"
+        )
+    pods = workflow.remote_execution_settings.container_image
+    if executor == "kubernetes" and pods != container["image"]:
+        raise ValueError(
+            f"the pods would run --container-image {pods} but container.image is {container['image']}: "
+            "give both the same image"
+        )
+
+
 def haet_command(container, data_roots):
     """The prefix every rule's command starts with: `haet`, or `haet container run ... --` for engine docker,
     which runs the same command inside the image (the working folder read-write, the data roots read-only)."""
@@ -52,10 +70,10 @@ def training_threads(*layers):
 
 # A training holds a `gpu` token: the default profile allows one at a time, so trainings never share an
 # accelerator (a search holds one per training it runs at once). On a machine without NVIDIA's driver (no
-# nvidia-smi) trainings run on the CPU and ask for none, and `threads:` share the cores out. A study in Apptainer
-# (container.engine apptainer, the cluster engine) asks for GPUs even so: the machine Snakemake plans on is not
-# the one its jobs run on.
-NO_GPU_HERE = shutil.which("nvidia-smi") is None and config["container"]["engine"] != "apptainer"
+# nvidia-smi) trainings run on the CPU and ask for none, and `threads:` share the cores out. A study on a cluster
+# (container.engine apptainer or kubernetes) asks for GPUs even so: the machine Snakemake plans on is not the one
+# its jobs run on.
+NO_GPU_HERE = shutil.which("nvidia-smi") is None and config["container"]["engine"] not in ("apptainer", "kubernetes")
 
 
 def gpus_per_training(*layers):
@@ -89,13 +107,25 @@ def as_json(value):
 
 def ranked(ranking_file, k):
     """The first k model names of a ranking written by `haet report rank` (what checkpoints read)."""
+    if getattr(ranking_file, "is_storage", False) and not os.path.exists(ranking_file):
+        Path(ranking_file).parent.mkdir(parents=True, exist_ok=True)  # a new Snakemake has no working copy yet
+        ranking_file.storage_object.retrieve_object()
     with open(ranking_file) as handle:
         return [row["model"] for row in json.load(handle)["ranked"][:k]]
 
 
-def group_args(groups):
-    """`--group LABEL RECORD...` arguments of `haet report` for {label: [run records]}."""
-    return " ".join(shlex.join(["--group", label, *paths]) for label, paths in groups.items())
+def group_args(groups, local_paths):
+    """`--group LABEL RECORD...` arguments of `haet report` for {label: [run records]}, each record named by the
+    path the job sees: local_paths, the rule's input records in the groups' order. (Under a storage provider, as
+    on Kubernetes, a job reads local copies of its inputs whose paths are not the workflow's.)"""
+    local = list(local_paths)
+    if len(local) != sum(len(paths) for paths in groups.values()):
+        raise ValueError(f"{len(local)} input records for groups of {sum(map(len, groups.values()))}")
+    words, start = [], 0
+    for label, paths in groups.items():
+        words += ["--group", label, *local[start : start + len(paths)]]
+        start += len(paths)
+    return shlex.join(words)
 
 
 def repeated(flag, paths):
@@ -242,6 +272,24 @@ TABLE_GROUPS = {
 }
 
 
+# Under a storage provider (the Kubernetes profile: jobs share no file system) only what a job declares outlives
+# it, so a search there also declares the log and the run records its summary names, and the reports read them.
+# Natively they stay undeclared: Snakemake deletes a failed job's outputs, and a retried search resumes from its log.
+IN_STORAGE = workflow.storage_settings.default_storage_provider is not None
+
+
+def search_files(folder):
+    """A search's files beyond its four outputs that reports read, by name: declared under a storage provider."""
+    if not IN_STORAGE:
+        return {}
+    return {"evaluations": f"{folder}/evaluations.jsonl", "runs": directory(f"{folder}/runs")}
+
+
+def search_logs(summaries):
+    """The files reports read beside each search summary (its log, its run records) under a storage provider."""
+    return [str(path) for summary in summaries for path in search_files(str(Path(summary).parent)).values()]
+
+
 def nas_summaries():
     return [f"{OUT}/nas/{model}/summary.json" for model in nas_models()]
 
@@ -266,25 +314,27 @@ def runs_groups():
 
 
 def inputs_of(groups_by_name, searches_by_name, wildcard):
-    """A table's or figure's input function: its run records and its searches' summaries."""
+    """A table's or figure's input function: its run records, its searches' summaries and their logs."""
 
     def inputs(wildcards):
         name = getattr(wildcards, wildcard)
         groups = groups_by_name.get(name, dict)()
+        summaries = searches_by_name.get(name, list)()
         return {
             "records": [path for paths in groups.values() for path in paths],
-            "searches": searches_by_name.get(name, list)(),
+            "searches": summaries,
+            "search_logs": search_logs(summaries),
         }
 
     return inputs
 
 
-def report_args(groups_by_name, searches_by_name, wildcard):
+def report_args(groups_by_name, wildcard):
     """The `--group ... --search-summary ...` arguments of a `haet report` command for one table or figure."""
 
-    def arguments(wildcards):
-        name = getattr(wildcards, wildcard)
-        searches = repeated("--search-summary", searches_by_name.get(name, list)())
-        return f"{group_args(groups_by_name.get(name, dict)())} {searches}"
+    def arguments(wildcards, input):
+        groups = groups_by_name.get(getattr(wildcards, wildcard), dict)()
+        records, summaries = getattr(input, "records", []), getattr(input, "searches", [])  # unpack drops empty lists
+        return f"{group_args(groups, records)} {repeated('--search-summary', summaries)}"
 
     return arguments

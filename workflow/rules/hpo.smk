@@ -7,6 +7,7 @@ rule hpo:
         tuned=f"{OUT}/hpo/tuned.yaml",
         history=f"{OUT}/hpo/history.csv",
         summary=f"{OUT}/hpo/summary.json",
+        **search_files(f"{OUT}/hpo"),
     params:
         haet=HAET,
         torch_threads=torch_threads(*STAGE_LAYERS["hpo"]),
@@ -15,7 +16,7 @@ rule hpo:
         config=as_json(
             config["hpo"]["train"] | {"search": config["hpo"]["search"] | {"lr_scaling": config["hpo"]["lr_scaling"]}}
         ),
-        manifests=repeated("--manifest", HPO_MANIFESTS),
+        manifests=lambda wildcards, input: repeated("--manifest", input.manifests),
         out_dir=output_folder,
     threads: training_threads(*STAGE_LAYERS["hpo"]) * search_trainings("hpo")
     resources:

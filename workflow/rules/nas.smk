@@ -7,11 +7,12 @@ rule nas:
         tuned=f"{OUT}/nas/{{model}}/tuned.yaml",
         history=f"{OUT}/nas/{{model}}/history.csv",
         summary=f"{OUT}/nas/{{model}}/summary.json",
+        **search_files(f"{OUT}/nas/{{model}}"),
     params:
         haet=HAET,
         torch_threads=torch_threads(*STAGE_LAYERS["screening"]),
         config=lambda wildcards: as_json(config["screening"]["train"] | {"search": nas_search(wildcards.model)}),
-        manifests=repeated("--manifest", NAS_MANIFESTS),
+        manifests=lambda wildcards, input: repeated("--manifest", input.manifests),
         out_dir=output_folder,
     threads: lambda wildcards: training_threads(*STAGE_LAYERS["screening"]) * search_trainings("nas", wildcards.model)
     resources:

@@ -17,7 +17,7 @@ rule table:
     params:
         haet=HAET,
         mixed_images=MIXED_IMAGES,
-        sources=report_args(TABLE_GROUPS, TABLE_SEARCHES, "table"),
+        sources=report_args(TABLE_GROUPS, "table"),
         prefix=table_prefix,
     log:
         f"{OUT}/logs/tables/{{table}}.log",
@@ -40,7 +40,7 @@ rule figure:
         ),
     params:
         haet=HAET,
-        sources=report_args(FIGURE_GROUPS, FIGURE_SEARCHES, "figure"),
+        sources=report_args(FIGURE_GROUPS, "figure"),
     log:
         f"{OUT}/logs/figures/{{figure}}.log",
     benchmark:
@@ -53,11 +53,12 @@ rule runs_table:
     input:
         records=lambda wildcards: [path for paths in runs_groups().values() for path in paths],
         searches=lambda wildcards: nas_summaries() + hpo_summaries(),
+        search_logs=lambda wildcards: search_logs(nas_summaries() + hpo_summaries()),
     output:
         report(f"{OUT}/runs.csv", caption="../report/runs.rst", category="Runs", labels={"file": "runs.csv"}),
     params:
         haet=HAET,
-        groups=lambda wildcards: group_args(runs_groups()),
+        groups=lambda wildcards, input: group_args(runs_groups(), input.records),
         searches=lambda wildcards, input: repeated("--search-summary", input.searches),
     log:
         f"{OUT}/logs/runs.log",

@@ -27,7 +27,7 @@ checkpoint rank_screening:
         f"{OUT}/screening/ranking.json",
     params:
         haet=HAET,
-        groups=group_args(SCREENING_GROUPS),
+        groups=lambda wildcards, input: group_args(SCREENING_GROUPS, input),
     log:
         f"{OUT}/logs/screening/rank.log",
     benchmark:
