@@ -23,8 +23,9 @@ if not workflow.config_settings.configfiles:
 validate(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 
 # Where rules run (the `container` section): natively (engine none), in the image through the Docker Engine API
-# (docker: every command is prefixed with `haet container run`), or in Apptainer when Snakemake runs with
-# --sdm apptainer (apptainer: a digest-pinned docker://...@sha256:... or a .sif, whose digest the records name).
+# (docker: every command is prefixed with `haet container run`), in Apptainer when Snakemake runs with
+# --sdm apptainer (apptainer: a digest-pinned docker://...@sha256:... or a .sif, whose digest the records name), or
+# as pods of the image (kubernetes: profiles/kubernetes, with --container-image the same digest-pinned image).
 CONTAINER = {"engine": "none", "image": None, "socket": None, "gpus": "auto", "allow_mixed_images": False} | config.get(
     "container", {}
 )
@@ -35,10 +36,28 @@ if in_apptainer != (CONTAINER["engine"] == "apptainer"):
         + ("with" if in_apptainer else "without")
         + " --sdm apptainer: use the two together (container.engine: apptainer with an image), or neither"
     )
-if in_apptainer:  # Apptainer passes the host's environment in: the run records name the pinned digest from these
+if CONTAINER["engine"] == "kubernetes" and "@sha256:" not in CONTAINER["image"]:
+    raise ValueError(
+        f"container.image {CONTAINER['image']} is not pinned by digest: Kubernetes pulls a tag anew for each pod, "
+        "so give REGISTRY/haet@sha256:DIGEST (the digest `docker push` printed)"
+    )
+if in_apptainer or CONTAINER["engine"] == "kubernetes":  # the run records name the pinned digest from these
     os.environ.update(
         HAET_CONTAINER_IMAGE=CONTAINER["image"], HAET_CONTAINER_IMAGE_DIGEST=CONTAINER["image"].partition("@")[2]
     )
+
+
+# Before the first job (common.smk): container.engine kubernetes with the Kubernetes executor, and the same image.
+onstart:
+    check_kubernetes_run(workflow, CONTAINER)
+
+
+if CONTAINER["engine"] == "kubernetes":  # Apptainer passes the host's environment in; the Kubernetes executor
+    # passes only declared variables, to every pod (as a secret)
+
+    envvars:
+        "HAET_CONTAINER_IMAGE",
+        "HAET_CONTAINER_IMAGE_DIGEST",
 
 
 # The image the rules are made for. Only --sdm apptainer acts on it; engine docker runs its image through

@@ -122,7 +122,8 @@ def _launched_by_haet() -> bool:
 
 def container_provenance() -> dict:
     """What the current process runs in, for the run record: the engine and image the launcher passed in, an
-    Apptainer image, or `none`. The variables alone are not believed: the container's own marker must exist."""
+    Apptainer image, a Kubernetes pod of the image the workflow passed in, or `none`. The variables alone are not
+    believed: the container's own marker must exist."""
     engine = os.environ.get("HAET_CONTAINER_ENGINE")
     if engine:
         if not _launched_by_haet():
@@ -141,7 +142,23 @@ def container_provenance() -> dict:
             "image": os.environ.get("HAET_CONTAINER_IMAGE") or apptainer_image,
             "image_digest": os.environ.get("HAET_CONTAINER_IMAGE_DIGEST") or None,  # set from a digest-pinned ref
         }
+    if os.environ.get("HAET_CONTAINER_IMAGE") and _in_a_kubernetes_pod():  # a pod of the Kubernetes profile
+        return {
+            "engine": "kubernetes",
+            "engine_version": None,
+            "image": os.environ["HAET_CONTAINER_IMAGE"],
+            "image_digest": os.environ.get("HAET_CONTAINER_IMAGE_DIGEST") or None,  # set from a digest-pinned ref
+        }
     return {"engine": "none", "engine_version": None, "image": None, "image_digest": None}
+
+
+def _in_a_kubernetes_pod() -> bool:
+    """The kubelet writes every pod's /etc/hosts and says so in its first line (a variable could be set anywhere)."""
+    try:
+        with open("/etc/hosts", encoding="utf-8", errors="replace") as hosts:
+            return "Kubernetes-managed hosts file" in hosts.readline()
+    except OSError:
+        return False
 
 
 def _host_has_gpu() -> bool:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,3 +149,35 @@ def write_mini_imagenet_cache(
 def cifar_batches(tmp_path: Path):
     images, labels = write_cifar_batches(tmp_path / "cifar")
     return tmp_path / "cifar", images, labels
+
+
+def short_study() -> dict:
+    """The default study with epoch budgets (the trainer is deterministic there on CPU), two models and fewer
+    search evaluations: the whole workflow in about two minutes on 2 cores."""
+    config = yaml.safe_load((REPO / "workflow" / "config" / "default.yaml").read_text())
+    config["screening"]["models"] = ["ResNet18", "SENet18"]
+    config["subsets"]["runs"] = config["final"]["subsets"]["runs"] = 2
+    config["nas"]["subsets"] = 1
+    for section in ("augment", "hpo"):
+        config[section]["runs"] = 2
+    config["screening"]["train"]["budget"] = {"seconds": None, "max_epochs": 1, "eval_every_epochs": 1}
+    for section in ("augment", "hpo", "final"):
+        config[section]["train"] = config[section]["train"] | {"budget": {"seconds": None, "max_epochs": 1}}
+    config["nas"]["search"]["max_evaluations"] = 3
+    config["hpo"]["search"]["max_evaluations"] = 2
+    return config
+
+
+def debian_tool(command: str, package: str) -> str:
+    """A program from Debian: installed when missing and apt can (CI runs as root); else the test says why."""
+    if not shutil.which(command) and shutil.which("apt-get") and os.geteuid() == 0:
+        install = ["apt-get", "install", "-y", "-q", package]
+        env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+        if subprocess.run(install, capture_output=True, timeout=900, env=env).returncode != 0:  # stale package lists
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=300, env=env)
+            subprocess.run(install, capture_output=True, timeout=900, env=env)
+    if not shutil.which(command):
+        if os.environ.get("CI"):
+            pytest.fail(f"{command} is not installed and apt-get could not install {package}")
+        pytest.skip(f"no {command}: apt-get install {package}")
+    return shutil.which(command)

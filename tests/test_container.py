@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, bounded_run, snakemake
+from conftest import REPO, bounded_run, short_study, snakemake
 
 from haet import HaetError
 from haet.cli import main
@@ -91,24 +91,35 @@ def test_a_native_run_says_so_and_container_variables_outside_a_container_are_re
     assert container_provenance()["engine"] == "none"
 
 
+def test_a_kubernetes_pod_records_the_image_the_workflow_passed_and_only_in_a_pod(monkeypatch, tmp_path):
+    for name in ("HAET_CONTAINER_ENGINE", "APPTAINER_CONTAINER", "SINGULARITY_CONTAINER"):
+        monkeypatch.delenv(name, raising=False)
+    image = "registry.example.org/haet@sha256:" + "0" * 64
+    monkeypatch.setenv("HAET_CONTAINER_IMAGE", image)  # what the Snakefile passes to every pod
+    monkeypatch.setenv("HAET_CONTAINER_IMAGE_DIGEST", "sha256:" + "0" * 64)
+    assert container_provenance()["engine"] == "none"  # this machine's /etc/hosts is not a pod's
+    pod_hosts = tmp_path / "hosts"
+    pod_hosts.write_text("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n")
+    real_open = open
+    monkeypatch.setattr(
+        "builtins.open",
+        lambda path, *args, **kwargs: real_open(pod_hosts if path == "/etc/hosts" else path, *args, **kwargs),
+    )
+    assert container_provenance() == {
+        "engine": "kubernetes",
+        "engine_version": None,
+        "image": image,
+        "image_digest": "sha256:" + "0" * 64,
+    }
+
+
 def _haet(*args: str, cwd: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([*HAET, *args], capture_output=True, text=True, check=False, cwd=cwd, **kwargs)
 
 
 def _study_config(engine: dict | None, path: Path) -> Path:
-    """The default study with epoch budgets (the trainer is deterministic there on CPU), two models and fewer
-    search evaluations, so that running it twice fits in CI."""
-    config = yaml.safe_load((REPO / "workflow" / "config" / "default.yaml").read_text())
-    config["screening"]["models"] = ["ResNet18", "SENet18"]
-    config["subsets"]["runs"] = config["final"]["subsets"]["runs"] = 2
-    config["nas"]["subsets"] = 1
-    for section in ("augment", "hpo"):
-        config[section]["runs"] = 2
-    config["screening"]["train"]["budget"] = {"seconds": None, "max_epochs": 1, "eval_every_epochs": 1}
-    for section in ("augment", "hpo", "final"):
-        config[section]["train"] = config[section]["train"] | {"budget": {"seconds": None, "max_epochs": 1}}
-    config["nas"]["search"]["max_evaluations"] = 3
-    config["hpo"]["search"]["max_evaluations"] = 2
+    """The short study (conftest), so that running it twice fits in CI; in the image when engine is given."""
+    config = short_study()
     if engine:
         config["container"] = {
             "engine": "docker",

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import psutil
 import pytest
+import torch
 import yaml
 from analytic_search import ConstrainedQuadratic
 from conftest import REPO
@@ -501,3 +502,41 @@ def test_a_search_block_spreads_its_trainings_over_the_given_gpus(
     assert max(len(gpus_running) for gpus_running in together) <= most_at_once
     if not share:  # never two trainings on one GPU at the same time
         assert all(len(set(gpus_running)) == len(gpus_running) for gpus_running in together)
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="needs a CUDA GPU (the assignment is tested above on CPU with given device lists)",
+)
+@pytest.mark.parametrize("share", [False, True])
+def test_on_this_machines_gpus_each_search_training_runs_on_the_gpu_it_was_given(
+    tmp_path, digits_manifest, monkeypatch, share
+):
+    """Nothing given: the search uses every GPU here. Each training ran on CUDA and recorded the one GPU it saw
+    and how many trainings that GPU held; unshared, never two at once on a GPU."""
+    log = tmp_path / "gpus.log"
+    monkeypatch.setattr("haet.search.problems.training_command", _trainings_logging_their_gpu(log))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    search = {"max_evaluations": 4, "seed": 0, "block_size": 2, "share_gpus": share}
+    config = tmp_path / "hpo.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            SEARCH_CONFIG | {"model": {"name": "ResNet18", "width": 0.125}, "budget": {"seconds": 2}, "search": search}
+        )
+    )
+    out = tmp_path / "hpo"
+    assert (
+        main(["search", "hpo", "--config", str(config), "--manifest", str(digits_manifest), "--out-dir", str(out)]) == 0
+    )
+    gpus = [str(index) for index in range(torch.cuda.device_count())]
+    held = dict(gpu_slots(gpus, 2, share))  # a block: 2 points on 1 subset
+    records = [read_run_record(path) for path in sorted((out / "runs").glob("eval-*-subset-0.json"))]
+    assert len(records) >= 2
+    for record in records:
+        assert record["runtime"]["device"] == "cuda", record["runtime"]
+        assigned = record["provenance"]["gpu"]
+        assert (
+            assigned["visible_devices"] in gpus and assigned["trainings_sharing"] == held[assigned["visible_devices"]]
+        )
+    if not share:
+        assert all(len(set(running)) == len(running) for running in _gpus_at_once(log))

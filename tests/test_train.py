@@ -37,6 +37,8 @@ from haet.train.record import write_run_record
 
 SMALL = ModelSpec("ResNet18", width=0.25)
 FAST = Recipe(lr=0.05, batch_size=64, augment="basic", schedule="cosine_time", weight_decay=5e-4)
+# What precision auto resolves to here: bf16 on a GPU that has it, else fp32 (the suite runs on either).
+AUTO_PRECISION = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 TIMINGS = {"train_s", "eval_s", "setup_s", "images_per_s", "longest_step_s", "budget_elapsed_s", "finished_at"}
 
 
@@ -309,10 +311,13 @@ def test_precision_is_a_runtime_choice_and_the_record_names_the_one_used(digits)
         runtime = Runtime(pipeline="resident", precision=precision)
         return train(TrainConfig(SMALL, FAST, Budget(seconds=None, max_epochs=1), runtime), digits)
 
-    assert run("auto")["runtime"]["precision"] == "fp32"  # auto: bf16 only on a GPU that has it
+    assert run("auto")["runtime"]["precision"] == AUTO_PRECISION  # bf16 only on a GPU that has it
     assert run("bf16")["runtime"]["precision"] == "bf16"  # bf16 autocast runs on the CPU too
-    with pytest.raises(HaetError, match=r"precision tf32 is a CUDA mode"):
-        run("tf32")
+    if torch.cuda.is_available():
+        assert run("tf32")["runtime"]["precision"] == "tf32"
+    else:
+        with pytest.raises(HaetError, match=r"precision tf32 is a CUDA mode"):
+            run("tf32")
     with pytest.raises(HaetError, match=r"unknown precision 'fp16'; choose one of auto, fp32, tf32, bf16"):
         Runtime(precision="fp16")
 
@@ -507,4 +512,4 @@ def test_haet_bench_json_has_every_recipe_and_pipeline_with_ratios(tmp_path, cap
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert [row["pipeline"] for row in rows] == ["loader", "resident", "bare"]
     assert rows[0]["vs_loader"] == 1.0 and rows[2]["vs_bare"] == 1.0
-    assert all(row["images_per_s"] > 0 and row["precision"] == "fp32" for row in rows)
+    assert all(row["images_per_s"] > 0 and row["precision"] == AUTO_PRECISION for row in rows)

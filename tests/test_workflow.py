@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, jobs_run, snakemake
+from conftest import REPO, debian_tool, jobs_run, short_study, snakemake
 
 from haet.cli import main
 from haet.files import read_record, write_record
@@ -90,37 +90,66 @@ def test_the_plan_names_every_job_the_study_ran_and_its_wall_time_within_half(st
     assert 0.5 * measured_s < result["total"]["wall_s"] < 1.5 * measured_s, (result["total"], measured_s)
 
 
-def test_slurm_gives_a_search_a_gpu_for_each_training_of_its_block(study, tmp_path):
-    image = "docker://registry.example.org/haet@sha256:" + "0" * 64
-    blocks = {
-        "container": {"engine": "apptainer", "image": image},
-        "nas": {"per_model": {"ResNet18": {"block_size": 4}}},  # 4 points at once on 1 subset: 4 GPUs
-        "hpo": {"subsets": 3},  # each point on 3 subsets at once, as the authors ran it: 3 GPUs
-    }
-    (tmp_path / "blocks.yaml").write_text(yaml.safe_dump(blocks))
+IMAGE_DIGEST = "registry.example.org/haet@sha256:" + "0" * 64
+
+
+def _cluster_profile(name: str, workdir: Path, tmp_path: Path) -> tuple[list[str], dict, dict]:
+    """A cluster profile's dry-run arguments, its study's container section and PATH. SLURM: Apptainer, which is
+    not installed here (Snakemake only asks a stand-in for its version while it plans). Kubernetes: the pods'
+    image, and storage whose prefix is workdir, so that the study already there is what the pods would share."""
+    path = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    arguments = ["-n", "--workflow-profile", str(REPO / "profiles" / name)]
+    if name == "kubernetes":
+        arguments += ["--container-image", IMAGE_DIGEST, "--default-storage-prefix", str(workdir.resolve())]
+        return arguments, {"engine": "kubernetes", "image": IMAGE_DIGEST}, path
     stand_in = tmp_path / "bin" / "apptainer"
     stand_in.parent.mkdir()
     stand_in.write_text('#!/bin/sh\n[ "$1" = --version ] && echo "apptainer version 1.3.6" && exit 0\nexit 1\n')
     stand_in.chmod(0o755)
-    path = {"PATH": f"{stand_in.parent}:{Path(sys.executable).parent}:/usr/bin:/bin"}
+    path["PATH"] = f"{stand_in.parent}:{path['PATH']}"
+    return arguments, {"engine": "apptainer", "image": f"docker://{IMAGE_DIGEST}"}, path
+
+
+def _planned_jobs(output: str) -> list[dict]:
+    """The jobs of a dry run: each rule line, then its indented fields (model and resources kept)."""
+    jobs = []
+    for line in output.splitlines():
+        if line.startswith(("rule ", "checkpoint ", "localrule ", "localcheckpoint ")):
+            jobs.append({"rule": line.split()[1].rstrip(":")})
+        elif jobs and "wildcards:" in line and "model=" in line:
+            jobs[-1]["model"] = line.split("model=")[1].split(",")[0].strip()
+        elif jobs and "resources:" in line:
+            jobs[-1]["resources"] = dict(
+                field.strip().split("=", 1) for field in line.split("resources:")[1].split(",") if "=" in field
+            )
+    return jobs
+
+
+@pytest.mark.parametrize("profile", ["slurm", "kubernetes"])
+def test_a_cluster_gives_a_search_a_gpu_for_each_training_of_its_block(study, tmp_path, profile):
+    arguments, container, path = _cluster_profile(profile, study, tmp_path)
+    blocks = {
+        "container": container,
+        "nas": {"per_model": {"ResNet18": {"block_size": 4}}},  # 4 points at once on 1 subset: 4 GPUs
+        "hpo": {"subsets": 3},  # each point on 3 subsets at once, as the authors ran it: 3 GPUs
+    }
+    (tmp_path / "blocks.yaml").write_text(yaml.safe_dump(blocks))
     default = str(REPO / "workflow" / "config" / "default.yaml")
     # mtime alone decides what reruns (not the engine's change), so the searches after the checkpoint are planned
-    profile = ["-n", "--workflow-profile", str(REPO / "profiles" / "slurm"), "--rerun-triggers", "mtime"]
-    profile += ["--forcerun", "nas", "hpo"]
-    result = snakemake(study, *profile, "--configfile", default, str(tmp_path / "blocks.yaml"), env=path)
+    arguments += ["--rerun-triggers", "mtime", "--forcerun", "nas", "hpo"]
+    result = snakemake(study, *arguments, "--configfile", default, str(tmp_path / "blocks.yaml"), env=path)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
-    planned, job = {}, {}
-    for line in [*output.splitlines(), "rule end:"]:  # a job: its rule line, then indented fields
-        if line.startswith(("rule ", "checkpoint ", "localrule ", "localcheckpoint ")):
-            if job.get("rule") in ("nas", "hpo", "hpo_run") and "gpu" in job:
-                planned[f"{job['rule']} {job.get('model', '')}".strip()] = job["gpu"]
-            job = {"rule": line.split()[1].rstrip(":")}
-        elif "wildcards:" in line and "model=" in line:
-            job["model"] = line.split("model=")[1].split(",")[0].strip()
-        elif "resources:" in line and "gpu=" in line:
-            job["gpu"] = int(line.split("gpu=")[1].split(",")[0])
+    planned = {
+        f"{job['rule']} {job.get('model', '')}".strip(): int(job["resources"]["gpu"])
+        for job in _planned_jobs(output)
+        if job["rule"] in ("nas", "hpo", "hpo_run")
+    }
     assert planned == {"nas ResNet18": 4, "nas MobileNet": 1, "hpo": 3, "hpo_run": 1}, output[-3000:]
+    if profile == "kubernetes":  # NVIDIA's GPUs, and the searches' logs and run records kept in the storage
+        searches = [job for job in _planned_jobs(output) if job["rule"] in ("nas", "hpo")]
+        assert all(job["resources"]["gpu_manufacturer"] == "nvidia" for job in searches)
+        assert f"{study.resolve()}/results/default/nas/ResNet18/evaluations.jsonl (send to storage)" in output
 
 
 def test_an_unchanged_rerun_does_nothing(study):
@@ -328,25 +357,89 @@ def test_a_model_name_that_is_shell_code_is_refused_before_anything_runs(tmp_pat
 
 
 def test_slurm_profile_plans_gpu_jobs_in_the_image_in_a_dry_run(tmp_path):
-    image = "docker://registry.example.org/haet@sha256:" + "0" * 64
-    (tmp_path / "image.yaml").write_text(yaml.safe_dump({"container": {"engine": "apptainer", "image": image}}))
-    # Apptainer is not installed here; Snakemake only asks a stand-in for its version while it plans
-    stand_in = tmp_path / "bin" / "apptainer"
-    stand_in.parent.mkdir()
-    stand_in.write_text('#!/bin/sh\n[ "$1" = --version ] && echo "apptainer version 1.3.6" && exit 0\nexit 1\n')
-    stand_in.chmod(0o755)
+    arguments, container, path = _cluster_profile("slurm", tmp_path, tmp_path)
+    (tmp_path / "image.yaml").write_text(yaml.safe_dump({"container": container}))
     default = str(REPO / "workflow" / "config" / "default.yaml")
-    profile = ["-n", "--workflow-profile", str(REPO / "profiles" / "slurm")]
-    path = {"PATH": f"{stand_in.parent}:{Path(sys.executable).parent}:/usr/bin:/bin"}
-    result = snakemake(tmp_path, *profile, "--configfile", default, str(tmp_path / "image.yaml"), env=path)
+    result = snakemake(tmp_path, *arguments, "--configfile", default, str(tmp_path / "image.yaml"), env=path)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
-    assert f"Singularity image {image} will be pulled" in output
+    assert f"Singularity image {container['image']} will be pulled" in output
     assert "profiles/slurm" in output and "slurm_partition=" in output and "gpu=1" in output
     assert "gpu=0" not in output  # the profile asks for the GPU; the planning node has none to see
-    native = snakemake(tmp_path, *profile, env=path)  # the profile's Apptainer with a study that runs natively
+    native = snakemake(tmp_path, *arguments, env=path)  # the profile's Apptainer with a study that runs natively
     assert native.returncode != 0
     assert "container.engine is none but Snakemake runs with --sdm apptainer" in native.stdout + native.stderr
+
+
+def test_kubernetes_profile_plans_gpu_pods_of_the_image_through_storage_in_a_dry_run(tmp_path):
+    arguments, container, path = _cluster_profile("kubernetes", tmp_path / "storage", tmp_path)
+    (tmp_path / "image.yaml").write_text(yaml.safe_dump({"container": container}))
+    default = str(REPO / "workflow" / "config" / "default.yaml")
+    result = snakemake(tmp_path, *arguments, "--configfile", default, str(tmp_path / "image.yaml"), env=path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    jobs = _planned_jobs(output)
+    trainings = [job for job in jobs if job["rule"] == "screen"]
+    assert len(trainings) == 15  # 3 models x 5 runs, each a pod asking for an NVIDIA GPU
+    assert all(job["resources"]["gpu"] == "1" and job["resources"]["gpu_manufacturer"] == "nvidia" for job in trainings)
+    assert f"{tmp_path / 'storage'}/results/default/screening/ResNet18/run0.json (send to storage)" in output
+    assert not (tmp_path / "results").exists() and not (tmp_path / "storage").exists()  # a dry run writes nothing
+
+
+@pytest.fixture(scope="module")
+def storage_study(tmp_path_factory) -> tuple[Path, Path]:
+    """The short study with every file in storage, as on Kubernetes, where jobs share no file system: Snakemake's
+    fs plugin on a folder (the profile's shared volume), its jobs run here. Returns (working folder, storage)."""
+    debian_tool("rsync", "rsync")  # what the fs plugin copies with
+    workdir, storage = tmp_path_factory.mktemp("storage-study"), tmp_path_factory.mktemp("storage")
+    (workdir / "study.yaml").write_text(yaml.safe_dump(short_study()))
+    arguments = ["--cores", "2", "--configfile", str(workdir / "study.yaml"), "--default-storage-provider", "fs"]
+    arguments += ["--default-storage-prefix", str(storage), "--keep-storage-local-copies"]
+    result = snakemake(workdir, *arguments, timeout_s=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return workdir, storage
+
+
+def test_a_study_through_storage_writes_every_table_figure_and_search_log_there_and_passes_the_audit(
+    storage_study, monkeypatch
+):
+    workdir, storage = storage_study
+    results = storage / "results" / "default"
+    assert not (workdir / "results").exists()  # every file went through the storage
+    assert all((results / "figures" / f"{name}.png").stat().st_size > 0 for name in ("screening", "nas", "hpo"))
+    for search in ("nas/ResNet18", "nas/SENet18", "hpo"):  # the logs and run records the reports read
+        assert (results / search / "evaluations.jsonl").is_file() and any((results / search / "runs").glob("*.json"))
+    stages = [line.split(",")[0] for line in (results / "runs.csv").read_text().splitlines()[1:]]
+    assert stages.count("screening") == 4 and stages.count("nas search") >= 2 and stages.count("hpo search") >= 1
+    monkeypatch.chdir(workdir)  # the tables name the working copies of their run records, which Snakemake kept
+    tables = sorted(map(str, (results / "tables").glob("*.json")))
+    assert len(tables) == 5 and main(["report", "audit", *tables]) == 0
+
+
+def test_a_new_snakemake_over_the_storage_reads_the_checkpoints_from_it_and_has_nothing_to_do(storage_study):
+    """Snakemake restarted elsewhere (its working copies gone) finds the rankings in the storage."""
+    workdir, storage = storage_study
+    fresh = workdir.parent / "fresh-controller"
+    fresh.mkdir()
+    arguments = ["-n", "--configfile", str(workdir / "study.yaml"), "--default-storage-provider", "fs"]
+    result = snakemake(fresh, *arguments, "--default-storage-prefix", str(storage))
+    assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("image", "where", "error"),
+    [
+        ("registry.example.org/haet:0.1.0", "-n", "is not pinned by digest: Kubernetes pulls a tag anew for each pod"),
+        (IMAGE_DIGEST, "--cores", "container.engine is kubernetes but Snakemake runs with --executor local"),
+    ],
+)
+def test_a_kubernetes_study_is_refused_with_a_tag_or_off_the_cluster_and_runs_nothing(tmp_path, image, where, error):
+    (tmp_path / "image.yaml").write_text(yaml.safe_dump({"container": {"engine": "kubernetes", "image": image}}))
+    default = str(REPO / "workflow" / "config" / "default.yaml")
+    arguments = [where] + (["1"] if where == "--cores" else [])
+    result = snakemake(tmp_path, *arguments, "--configfile", default, str(tmp_path / "image.yaml"))
+    assert result.returncode != 0 and error in result.stdout + result.stderr, (result.stdout + result.stderr)[-2000:]
+    assert not (tmp_path / "results").exists()
 
 
 def test_engine_docker_prefixes_every_command_and_needs_an_image(tmp_path):
@@ -448,18 +541,7 @@ def test_tables_figures_and_runs_csv_are_made_without_importing_torch():
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    """Debian's Chromium: installed here when missing and apt can (CI runs as root); else the test says why."""
-    if not shutil.which("chromium") and shutil.which("apt-get") and os.geteuid() == 0:
-        install = ["apt-get", "install", "-y", "-q", "chromium"]
-        env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-        if subprocess.run(install, capture_output=True, timeout=900, env=env).returncode != 0:  # stale package lists
-            subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=300, env=env)
-            subprocess.run(install, capture_output=True, timeout=900, env=env)
-    if not shutil.which("chromium"):
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is not installed and apt-get could not install it")
-        pytest.skip("no Chromium: apt-get install chromium")
-    return shutil.which("chromium")
+    return debian_tool("chromium", "chromium")
 
 
 def test_the_report_shows_every_figure_and_table_in_a_real_browser(study, chromium):
