@@ -470,7 +470,15 @@ def test_ctrl_c_at_the_terminal_writes_a_record_marked_interrupted(tmp_path):
         "--workers",
         "2",
     ]
-    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # As at a terminal, SIGINT at its default (a suite started in the background by a script inherits it ignored,
+    # and Python then never raises KeyboardInterrupt)
+    process = subprocess.Popen(
+        command,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     progress, deadline = b"", time.monotonic() + 120
     while b"val_acc" not in progress and time.monotonic() < deadline:  # the bar shows the first epoch's accuracy
         if select.select([process.stderr], [], [], 1.0)[0]:
