@@ -88,7 +88,8 @@ def trainings_per_gpu(record: dict) -> int | None:
 def shared_gpu_problems(label: str, records: list[tuple[str, dict]]) -> list[str]:
     """Runs trained on a GPU shared with other trainings under a wall-clock budget: each slowed the others down,
     so their accuracies are not those of the protocol (only a search asked to share GPUs makes such runs)."""
-    shared = [(path, trainings_per_gpu(record)) for path, record in records if (trainings_per_gpu(record) or 1) > 1]
+    held = [(path, trainings_per_gpu(record) or 1) for path, record in records]
+    shared = [(path, count) for path, count in held if count > 1]
     if not shared or records[0][1]["budget"]["seconds"] is None:
         return []
     listed = ", ".join(f"{path} ({count} trainings on its GPU)" for path, count in shared)

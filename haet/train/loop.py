@@ -153,11 +153,9 @@ def set_up(config: TrainConfig, subset: Subset) -> Setup:
         torch.set_num_threads(runtime.threads)
     device = resolve_device(runtime.device)
     pipeline_name = resolve_pipeline(config, device)
-    if pipeline_name == "resident":
-        # Every optimiser's first step imports torch._dynamo (over a second on a CPU core): imported in set-up so
-        # that the budget does not pay for it. Not where loader workers will fork from this process: they were
-        # tested as forked before it, and Ctrl-C must still stop them cleanly.
-        importlib.import_module("torch._dynamo")
+    # Every optimiser's first step imports torch._dynamo (over a second on a CPU core): imported in set-up so that
+    # the budget does not pay for it, whichever pipeline trains.
+    importlib.import_module("torch._dynamo")
     precision = resolve_precision(runtime.precision, device)
     input_px = input_size(spec.resolution)
     seed = subset.manifest["subset_seed"] if runtime.seed is None else runtime.seed
