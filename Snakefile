@@ -5,6 +5,7 @@ import json
 import os
 import shlex
 import shutil
+import sys
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
@@ -85,6 +86,10 @@ include: "workflow/rules/hpo.smk"
 include: "workflow/rules/final.smk"
 include: "workflow/rules/reference.smk"
 include: "workflow/rules/report.smk"
+
+
+# Before the DAG is built (common.smk): the tools a storage provider needs where Snakemake runs.
+check_storage_tools(workflow)
 
 
 # Rankings, tables, figures and subsets are light: on a cluster they run where Snakemake runs, not as jobs.

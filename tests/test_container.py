@@ -2,7 +2,8 @@
 
 The fixtures install and configure Podman with containers/podman-setup.sh, build the local base and the project
 image with `make image` (Podman's layer cache makes an unchanged rebuild take seconds), and run the default
-study's jobs in the image through Snakemake. Where Podman cannot be set up the tests fail with the reason.
+study's jobs in the image through Snakemake. Where Podman cannot be set up the tests fail with the reason under
+CI=true and skip with it elsewhere.
 HAET_SKIP_CONTAINER_TESTS=1 skips them (a developer's switch; CI never sets it).
 """
 
@@ -52,8 +53,11 @@ def engine(request) -> dict:
     start = time.perf_counter()
     # bounded, so that an engine that hangs fails these tests instead of the CI run's time limit
     result = bounded_run(["bash", str(REPO / "containers" / "podman-setup.sh")], SETUP_TIMEOUT_S)
-    if result.returncode != 0:
-        pytest.fail(f"containers/podman-setup.sh could not set up Podman: {result.stderr.strip()[-1500:]}")
+    if result.returncode != 0:  # as conftest's debian_tool: CI fails with the reason, a developer's run skips
+        reason = f"containers/podman-setup.sh could not set up Podman: {result.stderr.strip()[-1500:]}"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
     variables = dict(
         line.removeprefix("export ").split("=", 1) for line in result.stdout.splitlines() if line.startswith("export ")
     )

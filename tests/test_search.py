@@ -352,9 +352,15 @@ SEARCH_CONFIG = {
 }
 
 
+NAS_EPOCHS = 3  # the baseline reaches about 42% in them, the point NOMAD finds 70% (deterministic on the CPU)
+
+
 def test_real_nas_of_resnet18_on_digits_finds_a_smaller_feasible_model(tmp_path, digits_manifest, capsys):
+    # an epoch budget: every point trains as much however loaded the machine is (the accuracies compared are
+    # independent of its speed)
+    epochs = {"budget": {"seconds": None, "max_epochs": NAS_EPOCHS, "eval_every_epochs": 100}}
     config = tmp_path / "nas.yaml"
-    config.write_text(yaml.safe_dump(SEARCH_CONFIG | {"search": {"max_evaluations": 6, "seed": 0}}))
+    config.write_text(yaml.safe_dump(SEARCH_CONFIG | epochs | {"search": {"max_evaluations": 6, "seed": 0}}))
     baseline = tmp_path / "baseline.json"
     assert (
         main(["train", "--quiet", "--manifest", str(digits_manifest), "--config", str(config), "--out", str(baseline)])

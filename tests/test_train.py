@@ -61,8 +61,8 @@ def without_timings(value):
 
 
 def test_digits_training_beats_chance_by_a_wide_margin(digits_large, tmp_path):
-    # an epoch budget (about 6 s here) keeps the amount of training independent of how loaded the machine is
-    config = TrainConfig(SMALL, FAST, Budget(seconds=120, max_epochs=5), Runtime(pipeline="resident", workers=0))
+    # an epoch budget alone (about 6 s here): how much it trains does not depend on how loaded the machine is
+    config = TrainConfig(SMALL, FAST, Budget(seconds=None, max_epochs=5), Runtime(pipeline="resident", workers=0))
     record = write_run_record(train(config, digits_large), tmp_path / "run.json")
     metrics = record["metrics"]
     assert metrics["val_acc_final"] > 0.6  # chance is 0.1

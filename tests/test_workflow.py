@@ -125,8 +125,16 @@ def _planned_jobs(output: str) -> list[dict]:
     return jobs
 
 
+@pytest.fixture(scope="module")
+def rsync() -> str:
+    """What Snakemake's fs storage (the Kubernetes profile's) copies with, even while it builds the DAG."""
+    return debian_tool("rsync", "rsync")
+
+
 @pytest.mark.parametrize("profile", ["slurm", "kubernetes"])
-def test_a_cluster_gives_a_search_a_gpu_for_each_training_of_its_block(study, tmp_path, profile):
+def test_a_cluster_gives_a_search_a_gpu_for_each_training_of_its_block(study, tmp_path, profile, request):
+    if profile == "kubernetes":
+        request.getfixturevalue("rsync")
     arguments, container, path = _cluster_profile(profile, study, tmp_path)
     blocks = {
         "container": container,
@@ -371,7 +379,7 @@ def test_slurm_profile_plans_gpu_jobs_in_the_image_in_a_dry_run(tmp_path):
     assert "container.engine is none but Snakemake runs with --sdm apptainer" in native.stdout + native.stderr
 
 
-def test_kubernetes_profile_plans_gpu_pods_of_the_image_through_storage_in_a_dry_run(tmp_path):
+def test_kubernetes_profile_plans_gpu_pods_of_the_image_through_storage_in_a_dry_run(tmp_path, rsync):
     arguments, container, path = _cluster_profile("kubernetes", tmp_path / "storage", tmp_path)
     (tmp_path / "image.yaml").write_text(yaml.safe_dump({"container": container}))
     default = str(REPO / "workflow" / "config" / "default.yaml")
@@ -386,11 +394,29 @@ def test_kubernetes_profile_plans_gpu_pods_of_the_image_through_storage_in_a_dry
     assert not (tmp_path / "results").exists() and not (tmp_path / "storage").exists()  # a dry run writes nothing
 
 
+def test_the_kubernetes_profile_without_rsync_stops_before_the_dag_with_one_line_naming_it(tmp_path):
+    """Where Snakemake runs, the fs storage needs rsync before the first job; without it, one line says so."""
+    arguments, container, path = _cluster_profile("kubernetes", tmp_path / "storage", tmp_path)
+    (tmp_path / "image.yaml").write_text(yaml.safe_dump({"container": container}))
+    default = str(REPO / "workflow" / "config" / "default.yaml")
+    system = tmp_path / "system-bin"  # this machine's programs less rsync, whether it is installed or not
+    system.mkdir()
+    for program in [*Path("/usr/bin").iterdir(), *Path("/bin").iterdir()]:
+        if program.name != "rsync" and not (system / program.name).exists():
+            (system / program.name).symlink_to(program)
+    no_rsync = {"PATH": f"{Path(sys.executable).parent}:{system}"}
+    result = snakemake(tmp_path, *arguments, "--configfile", default, str(tmp_path / "image.yaml"), env=no_rsync)
+    assert result.returncode == 1, (result.stdout + result.stderr)[-2000:]
+    refusal = [line for line in result.stderr.splitlines() if line.startswith("haet:")]
+    assert refusal == [line for line in result.stderr.splitlines() if "rsync" in line or "Traceback" in line]
+    assert len(refusal) == 1 and "rsync is not installed" in refusal[0] and "apt-get install rsync" in refusal[0]
+    assert not (tmp_path / "results").exists() and not (tmp_path / "storage").exists()
+
+
 @pytest.fixture(scope="module")
-def storage_study(tmp_path_factory) -> tuple[Path, Path]:
+def storage_study(tmp_path_factory, rsync) -> tuple[Path, Path]:
     """The short study with every file in storage, as on Kubernetes, where jobs share no file system: Snakemake's
     fs plugin on a folder (the profile's shared volume), its jobs run here. Returns (working folder, storage)."""
-    debian_tool("rsync", "rsync")  # what the fs plugin copies with
     workdir, storage = tmp_path_factory.mktemp("storage-study"), tmp_path_factory.mktemp("storage")
     (workdir / "study.yaml").write_text(yaml.safe_dump(short_study()))
     arguments = ["--cores", "2", "--configfile", str(workdir / "study.yaml"), "--default-storage-provider", "fs"]

@@ -24,6 +24,17 @@ def check_kubernetes_run(workflow, container):
         )
 
 
+def check_storage_tools(workflow):
+    """While Snakemake parses, before it builds the DAG: the fs storage provider (the Kubernetes profile's) copies
+    every file in and out with rsync, and without it the first input a rule takes from the storage is a traceback."""
+    if workflow.storage_settings.default_storage_provider == "fs" and shutil.which("rsync") is None:
+        sys.exit(
+            "haet: rsync is not installed, and the fs storage provider (--default-storage-provider fs, as in "
+            "profiles/kubernetes) copies every file with it: install it where Snakemake runs "
+            "(apt-get install rsync, dnf install rsync or conda install -c conda-forge rsync)"
+        )
+
+
 def haet_command(container, data_roots):
     """The prefix every rule's command starts with: `haet`, or `haet container run ... --` for engine docker,
     which runs the same command inside the image (the working folder read-write, the data roots read-only)."""
