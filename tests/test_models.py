@@ -39,13 +39,56 @@ def test_registry_holds_table1_in_order():
     assert list_models() == ALL_MODELS
 
 
+# The CIFAR collection's counts at 32x32, 10 classes (protocol-facts: kuangliu/pytorch-cifar at 49b7aa9, conv and
+# linear MACs as torch's FlopCounterMode counts them); ResNet110: He et al.'s CIFAR ResNet as commonly implemented.
+COLLECTION_COUNTS = {
+    "RegNetX_200MF": (2_321_946, 223_317_600),
+    "ShuffleNetV2": (1_263_854, 45_002_112),
+    "EfficientNetB0_CIFAR": (3_599_686, 30_331_392),
+    "MobileNetV2": (2_296_922, 91_154_944),
+    "GoogLeNet": (6_166_250, 1_521_756_160),
+    "DenseNet121": (6_956_298, 888_350_720),
+    "ResNet18": (11_173_962, 555_422_720),
+    "SENet18": (11_260_354, 555_509_760),
+    "DPN92": (34_236_634, 2_042_422_272),
+    "PreActResNet18": (11_171_146, 555_422_720),
+    "ResNet110": (1_727_962, 252_887_680),
+    "ShuffleNetG2": (887_582, 39_614_080),
+    "ResNeXt29_2x64d": (9_128_778, 1_409_492_992),
+    "MobileNet": (3_217_226, 46_354_432),
+    "VGG19": (20_040_522, 398_136_320),
+    "ResNet50": (23_520_842, 1_297_829_888),
+    "SimpleDLA": (15_142_970, 913_495_040),
+}
+
+
+@pytest.mark.parametrize("name", TABLE1)
+def test_every_table1_model_has_the_collections_parameters_and_macs(name):
+    model = build(name).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.randn(1, 3, 32, 32))
+    params = sum(parameter.numel() for parameter in model.parameters())
+    assert (params, counter.get_total_flops() // 2) == COLLECTION_COUNTS[name]
+    assert (model_cost(name).params, model_cost(name).macs) == COLLECTION_COUNTS[name]  # what tables and NAS use
+
+
+def test_a_stride_2_mobilenetv2_block_has_no_shortcut_and_a_stride_1_block_projects_when_channels_change():
+    blocks = [module for module in build("MobileNetV2").modules() if type(module).__name__ == "InvertedResidual"]
+    strides = [next(m for m in block.body if isinstance(m, nn.Conv2d) and m.groups > 1).stride[0] for block in blocks]
+    assert strides.count(2) == 3 and all(b.shortcut is None for b, s in zip(blocks, strides, strict=True) if s == 2)
+    assert all(block.shortcut is not None for block, stride in zip(blocks, strides, strict=True) if stride == 1)
+
+
 def test_the_screened_efficientnet_keeps_the_collections_quirks_and_tan_and_le_s_does_not():
     torch.manual_seed(0)
     images = torch.randn(4, 3, 32, 32)
     collection, tan_le = build("EfficientNetB0_CIFAR").eval(), build("EfficientNetB0").eval()
-    assert not torch.equal(collection(images), collection(images))  # its dropout stays on at evaluation
+    assert torch.equal(collection(images), collection(images))  # 2020-05-06 on: dropout off at evaluation
     assert torch.equal(tan_le(images), tan_le(images))
     assert collection.linear.in_features == 320 and tan_le.linear.in_features == 1280  # no 1280 head
+    first = collection.features[3]  # expansion 1: its expansion conv is built and never run
+    assert first.skip_expand and first.expand[0].weight.shape == (32, 32, 1, 1)
+    assert first.se_reduce.out_channels == 8  # a quarter of its 32 input channels
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)

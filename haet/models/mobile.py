@@ -3,10 +3,13 @@
 MobileNet and MobileNetV2 follow Kuang's CIFAR versions, whose strides were changed for 32x32 images: V1's stem
 has stride 1 (ImageNet: 2); V2's stem and its second stage have stride 1 (ImageNet: 2 and 2).
 EfficientNetB0 follows Tan & Le (MBConv + squeeze-excitation 0.25, swish, 1x1 head to 1280, dropout 0.2,
-stochastic depth 0.2) with the same CIFAR change of a stride-1 stem. EfficientNetB0_CIFAR is Kuang's, the one the
-paper screened, kept with what makes it differ from Tan & Le: no 1280 head; an expansion 1x1 conv even at
-expansion 1; squeeze-excitation to a quarter of the expanded channels; channel dropout 0.2 after every block
-that stays on at evaluation; and stride-2 blocks whose "shortcut" is their own output (out + out).
+stochastic depth 0.2) with the same CIFAR change of a stride-1 stem. EfficientNetB0_CIFAR is Kuang's as it stood
+from 2020-05-06 on, the version the paper most likely screened: its Table 1 also has SimpleDLA, which the
+collection gained only on 2020-11-20 (3,599,686 parameters, 30,331,392 MACs; the 2020-04 version had 6.8 M). It
+differs from Tan & Le: no 1280 head; squeeze-excitation to a quarter of the block's input channels; dropout 0.2
+before the classifier only; no stochastic depth (the collection computes each block's rate from a counter it
+never advances, so every rate is 0); and an expansion 1x1 conv built at expansion 1 too and never run (1,088
+parameters that count and cost no MACs).
 """
 
 from __future__ import annotations
@@ -49,12 +52,12 @@ class MobileNet(nn.Module):
 
 
 class InvertedResidual(nn.Module):
-    """MobileNetV2 block as in Kuang's collection: every stride-1 block is residual, projecting if needed."""
+    """MobileNetV2 block as in Kuang's collection: every stride-1 block is residual, projecting if its channels
+    change; a stride-2 block has no shortcut at all."""
 
     def __init__(self, in_planes: int, planes: int, expansion: int, stride: int):
         super().__init__()
         hidden = expansion * in_planes
-        self.stride = stride
         self.body = nn.Sequential(
             *conv_bn(in_planes, hidden),
             nn.ReLU(inplace=True),
@@ -62,11 +65,13 @@ class InvertedResidual(nn.Module):
             nn.ReLU(inplace=True),
             *conv_bn(hidden, planes),
         )
-        self.shortcut = nn.Identity() if in_planes == planes else nn.Sequential(*conv_bn(in_planes, planes))
+        self.shortcut = None
+        if stride == 1:
+            self.shortcut = nn.Identity() if in_planes == planes else nn.Sequential(*conv_bn(in_planes, planes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.body(x)
-        return out + self.shortcut(x) if self.stride == 1 else out
+        return out if self.shortcut is None else out + self.shortcut(x)
 
 
 class MobileNetV2(nn.Module):
@@ -153,25 +158,25 @@ class EfficientNetB0(nn.Module):
 
 
 class CollectionMBConv(nn.Module):
-    """The CIFAR collection's EfficientNet block, its quirks kept (see the module docstring)."""
+    """The CIFAR collection's EfficientNet block (2020-05-06 on), its quirks kept (see the module docstring)."""
 
     def __init__(self, in_planes: int, planes: int, expansion: int, kernel: int, stride: int):
         super().__init__()
         hidden = expansion * in_planes
+        # built at expansion 1 as well, where forward skips it: its parameters count, as in the collection
         self.expand = nn.Sequential(*conv_bn(in_planes, hidden), nn.SiLU())
+        self.skip_expand = expansion == 1
         self.depthwise = nn.Sequential(*conv_bn(hidden, hidden, kernel, stride, groups=hidden), nn.SiLU())
-        squeezed = max(1, int(hidden * 0.25))
+        squeezed = max(1, int(in_planes * 0.25))  # a quarter of the block's input, not of its expanded channels
         self.se_reduce, self.se_expand = nn.Conv2d(hidden, squeezed, 1), nn.Conv2d(squeezed, hidden, 1)
         self.project = nn.Sequential(*conv_bn(hidden, planes))
-        self.stride = stride
-        self.shortcut = nn.Sequential() if in_planes == planes else nn.Sequential(*conv_bn(in_planes, planes))
+        self.residual = stride == 1 and in_planes == planes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.depthwise(self.expand(x))
+        out = self.depthwise(x if self.skip_expand else self.expand(x))
         scale = F.silu(self.se_reduce(F.adaptive_avg_pool2d(out, 1)))
         out = self.project(out * torch.sigmoid(self.se_expand(scale)))
-        out = F.dropout2d(out, 0.2)  # training=True whatever the mode: on at evaluation too, as the collection had
-        return out + (self.shortcut(x) if self.stride == 1 else out)
+        return out + x if self.residual else out
 
 
 class EfficientNetB0CIFAR(nn.Module):
@@ -185,7 +190,8 @@ class EfficientNetB0CIFAR(nn.Module):
                 layers.append(CollectionMBConv(in_planes, planes, expansion, kernel, stride if position == 0 else 1))
                 in_planes = planes
         self.features = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(0.2)
         self.linear = nn.Linear(in_planes, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
+        return self.linear(self.dropout(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1)))
