@@ -23,6 +23,8 @@ class RecipeError(HaetError):
 OPTIMIZERS = ("adadelta", "adagrad", "sgd", "adam", "adamw", "adamax", "asgd")
 SCHEDULES = ("cosine_epochs", "cosine_time", "constant")
 AUGMENTS = ("none", "basic", "cutout", "paper")  # cutout: basic + Cutout, without AutoAugment
+# whose AutoAugment the paper recipe applies: torchvision's, or the authors' PIL one (haet.train.autoaugment)
+AUTOAUGMENTS = ("torchvision", "authors")
 NORMALIZATIONS = {
     # The authors' code (and the popular CIFAR repository it copied) used this std, which is not CIFAR-10's.
     "paper": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
@@ -92,12 +94,14 @@ class Recipe:
     freeze_lr_at_epoch: int | None = None
     warmup_epochs: float = 0.0  # linear warm-up, per step
     augment: str = "paper"
+    autoaugment: str = "torchvision"
     normalize: str = "paper"
 
     def __post_init__(self) -> None:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("augment recipe", self.augment, AUGMENTS)
+        _choice("autoaugment convention", self.autoaugment, AUTOAUGMENTS)
         _choice("normalization", self.normalize, NORMALIZATIONS)
         _positive("lr", self.lr)
         _positive("momentum", self.momentum, allow_zero=True)

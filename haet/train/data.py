@@ -43,9 +43,11 @@ class Cutout:
         return image
 
 
-def train_transform(augment: str, normalize: str, side: int, input_px: int | None = None):
+def train_transform(
+    augment: str, normalize: str, side: int, input_px: int | None = None, autoaugment: str = "torchvision"
+):
     """The loader's transforms (a torchvision Compose) for images stored at side x side, trained at input_px
-    (default: side)."""
+    (default: side), with torchvision's AutoAugment or the authors' (autoaugment)."""
     # Imported here, not at the top: torchvision's import pulls in torch._dynamo (about 2 s of every training
     # process's start), and only the loader pipeline and AutoAugment need it.
     from torchvision import transforms
@@ -57,7 +59,11 @@ def train_transform(augment: str, normalize: str, side: int, input_px: int | Non
         steps.append(transforms.Resize((input_px, input_px), interpolation=transforms.InterpolationMode.BILINEAR))
     if augment in ("basic", "cutout", "paper"):
         steps += [transforms.RandomCrop(input_px, padding=CROP_PADDING), transforms.RandomHorizontalFlip()]
-    if augment == "paper":
+    if augment == "paper" and autoaugment == "authors":
+        from haet.train.autoaugment import AuthorsAutoAugment
+
+        steps.append(AuthorsAutoAugment())
+    elif augment == "paper":
         steps.append(transforms.AutoAugment(transforms.AutoAugmentPolicy.CIFAR10, fill=128))
     steps.append(transforms.ToTensor())
     if augment in ("cutout", "paper"):
@@ -98,9 +104,11 @@ class LoaderPipeline:
         seed: int,
         device: torch.device,
         input_px: int | None = None,
+        autoaugment: str = "torchvision",
     ):
         self.generator = torch.Generator().manual_seed(seed)
-        dataset = AugmentedImages(images, labels, train_transform(augment, normalize, images.shape[1], input_px))
+        transform = train_transform(augment, normalize, images.shape[1], input_px, autoaugment)
+        dataset = AugmentedImages(images, labels, transform)
         self.loader = DataLoader(
             dataset,
             batch_size=batch_size,
@@ -186,9 +194,11 @@ class ResidentPipeline:
         seed: int,
         device: torch.device,
         input_px: int | None = None,
+        autoaugment: str = "torchvision",
     ):
         self.images, self.labels = to_device_images(images, device), torch.as_tensor(labels, device=device)
         self.augment, self.normalize, self.batch_size = augment, normalize, batch_size
+        self.autoaugment = autoaugment
         self.input_px = input_px or images.shape[1]
         self.shuffle_generator = torch.Generator().manual_seed(seed)
         self.augment_generator = torch.Generator(device=device).manual_seed(seed + 1)
@@ -211,7 +221,7 @@ class ResidentPipeline:
         if self.augment == "paper":
             from haet.train.autoaugment import batch_autoaugment  # imports torchvision: see train_transform
 
-            images = batch_autoaugment(images, self.augment_generator)
+            images = batch_autoaugment(images, self.augment_generator, self.autoaugment)
         for start in range(0, len(images), self.batch_size):
             batch = images[start : start + self.batch_size].float() / 255
             if self.augment in ("cutout", "paper"):

@@ -169,9 +169,9 @@ def set_up(config: TrainConfig, subset: Subset) -> Setup:
     images, labels = subset.train.images, subset.train.labels
     common = (images, labels, recipe.augment, recipe.normalize, recipe.batch_size)
     if pipeline_name == "resident":
-        pipeline = ResidentPipeline(*common, seeds["shuffle"], device, input_px)
+        pipeline = ResidentPipeline(*common, seeds["shuffle"], device, input_px, recipe.autoaugment)
     else:
-        pipeline = LoaderPipeline(*common, runtime.workers, seeds["shuffle"], device, input_px)
+        pipeline = LoaderPipeline(*common, runtime.workers, seeds["shuffle"], device, input_px, recipe.autoaugment)
         torch.manual_seed(seeds["augment"])  # the workers' transforms draw from seeds derived from this
     val_images = resize(normalized(to_device_images(subset.validation.images, device), recipe.normalize), input_px)
     return Setup(
