@@ -73,8 +73,8 @@ wildcard_constraints:
     run=r"\d+",
     model=r"[A-Za-z][A-Za-z0-9_]*",
     recipe="|".join(config["augment"]["recipes"]),
-    table="table1|table2a|table2|table3|table4",
-    figure="screening|nas|hpo|curves",
+    table="table1|table2a|table2|table3|table4|fidelity",
+    figure="screening|nas|hpo|curves|fidelity",
 
 
 include: "workflow/rules/common.smk"
@@ -86,6 +86,19 @@ include: "workflow/rules/hpo.smk"
 include: "workflow/rules/final.smk"
 include: "workflow/rules/reference.smk"
 include: "workflow/rules/report.smk"
+
+
+if FIDELITY:
+
+    include: "workflow/rules/fidelity.smk"
+
+    localrules:
+        fidelity,
+        fidelity_subset,
+
+    # fidelity.trainings_per_gpu epoch-budget trainings at once on the GPU (unless --resources sets it)
+    if "gpu_shared" not in workflow.global_resources:
+        workflow.register_resource("gpu_shared", FIDELITY["trainings_per_gpu"])
 
 
 # Before the DAG is built (common.smk): the tools a storage provider needs where Snakemake runs.
@@ -111,3 +124,6 @@ rule all:
         expand(f"{OUT}/tables/{{table}}.md", table=["table1", "table2a", "table2", "table3", "table4"]),
         expand(f"{OUT}/figures/{{figure}}.png", figure=["screening", "nas", "hpo", "curves"]),
         f"{OUT}/runs.csv",
+        expand(f"{OUT}/{{kind}}/fidelity.{{suffix}}", zip, kind=["tables", "figures"], suffix=["md", "png"])
+        if FIDELITY
+        else [],

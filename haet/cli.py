@@ -637,14 +637,15 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="result tables from run records, and their audit")
     report_commands = report.add_subparsers(dest="report_command", required=True)
     table = report_commands.add_parser("table", help="one table as PREFIX.json, PREFIX.csv and PREFIX.md")
-    table.add_argument("kind", choices=["table1", "table2a", "table2", "table3", "table4"])
+    table.add_argument("kind", choices=["table1", "table2a", "table2", "table3", "table4", "fidelity"])
     table.add_argument(
         "--group",
         nargs="+",
         action="append",
         required=True,
         metavar=("LABEL", "RECORD"),
-        help="a row: its label (MODEL or MODEL|VARIANT) and its run records",
+        help="a row: its label (MODEL or MODEL|VARIANT; fidelity: ARM|TARGET, the reference arm first) and its "
+        "run records",
     )
     table.add_argument("--out-prefix", required=True)
     table.add_argument(
@@ -664,7 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
     ranking.add_argument("--out", required=True)
     ranking.set_defaults(handler=cmd_report)
     figure = report_commands.add_parser("figure", help="one figure (PNG) from run records and search logs")
-    figure.add_argument("kind", choices=["screening", "nas", "hpo", "curves"])
+    figure.add_argument("kind", choices=["screening", "nas", "hpo", "curves", "fidelity"])
     figure.add_argument("--group", nargs="+", action="append", default=[], metavar=("LABEL", "RECORD"))
     figure.add_argument("--search-summary", action="append", default=[], help="a search's summary.json (repeatable)")
     figure.add_argument("--out", required=True, help="PNG path")

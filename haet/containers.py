@@ -25,7 +25,8 @@ from haet import HaetError
 GPU_CHOICES = ("auto", "all", "none")
 LAUNCHER_LABEL = "org.haet.launcher"  # host:pid of the `haet container run` that owns a container
 # Passed from the host into the container when set: which GPUs a job was given, and thread limits.
-FORWARDED_VARIABLES = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# HAET_GPU_SHARED_BY: how many trainings share the GPU (a search's, or the fidelity study's epoch-budget runs)
+FORWARDED_VARIABLES = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "HAET_GPU_SHARED_BY")
 # The init an engine starts as PID 1 with `init=True`: Podman's (catatonit) and Docker's (tini).
 INITS = ("podman-init", "catatonit", "docker-init", "tini")
 STOP_GRACE_S = 30  # after forwarding SIGTERM/SIGINT, how long the command gets to write its record

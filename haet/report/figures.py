@@ -4,6 +4,7 @@
 - nas: each NAS evaluation's MACs against its accuracy, the baseline's accuracy, and the feasible frontier
 - hpo: each HPO evaluation's accuracy, and the best so far
 - curves: validation accuracy and learning rate against epochs, one line per run
+- fidelity: a forest plot, one line an arm: best-epoch and final means with 95% intervals, the paper's number
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 from haet import HaetError  # noqa: E402
 from haet.files import write_atomic  # noqa: E402
 from haet.records import read_run_record, read_search_log  # noqa: E402
-from haet.report.paper import PAPER_VALUES  # noqa: E402
+from haet.report.paper import FIDELITY_TARGETS, PAPER_VALUES  # noqa: E402
 from haet.report.tables import ci95_half_width, counted_runs  # noqa: E402
 
 SEARCH_METRICS = {"final": "final accuracy", "best_epoch": "best-epoch accuracy (optimistic)"}
@@ -111,7 +112,32 @@ def curves(groups: dict[str, list[str]], searches: list[str], axes: plt.Axes) ->
     axes.legend(fontsize=8, loc="lower right")
 
 
-FIGURES = {"screening": screening, "nas": nas, "hpo": hpo, "curves": curves}
+def fidelity(groups: dict[str, list[str]], searches: list[str], axes: plt.Axes) -> None:
+    """Labels ARM|TARGET as the fidelity table's; the reference arm first, at the top."""
+    labels, counts = list(groups), []
+    for position, label in enumerate(labels):
+        counted, _ = counted_runs(label, [(path, read_run_record(path)) for path in groups[label]])
+        counts.append(len(counted))
+        for metric, offset, color, name in (
+            ("val_acc_best_optimistic", -0.15, "#4C72B0", "best epoch (optimistic, as the paper reports)"),
+            ("val_acc_final", 0.15, "#8C8C8C", "final"),
+        ):
+            values = [100 * record["metrics"][metric] for _, record in counted]
+            axes.errorbar(statistics.fmean(values), position + offset, xerr=ci95_half_width(values) or 0.0,
+                          fmt="o", color=color, capsize=3, label=name if position == 0 else None)  # fmt: skip
+        target = label.partition("|")[2]
+        if target in FIDELITY_TARGETS:
+            axes.scatter(FIDELITY_TARGETS[target][0], position, marker="D", color="#C44E52", zorder=3,
+                         label="paper" if position == 0 else None)  # fmt: skip
+    ticks = [f"{label.replace('|', ' -> ')}\nn={count}" for label, count in zip(labels, counts, strict=True)]
+    axes.set_yticks(range(len(labels)), ticks)
+    axes.invert_yaxis()
+    axes.set_xlabel("validation accuracy (%), mean and 95% interval over runs")
+    axes.set_title("Does it reproduce? One protocol detail changed per arm")
+    axes.legend(fontsize=7, loc="best")
+
+
+FIGURES = {"screening": screening, "nas": nas, "hpo": hpo, "curves": curves, "fidelity": fidelity}
 
 
 def write_figure(kind: str, groups: dict[str, list[str]], searches: list[str], out: str | Path) -> None:

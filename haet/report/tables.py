@@ -11,13 +11,14 @@ import collections
 import csv
 import io
 import json
+import math
 import statistics
 from pathlib import Path
 
 from haet import HaetError
 from haet.files import canonical_json, read_record, write_atomic, write_record
 from haet.records import read_run_record
-from haet.report.paper import PAPER_MODELS, PAPER_VALUES, TITLES
+from haet.report.paper import FIDELITY_TARGETS, PAPER_MODELS, PAPER_VALUES, TITLES
 
 SCHEMA = "haet/table/v1"
 COLUMNS = [
@@ -48,6 +49,44 @@ COLUMNS = [
     "paper_model",
     "image",
 ]
+# The fidelity table (one row an arm; the first row is the reference arm the others are compared with)
+FIDELITY_COLUMNS = [
+    "label",
+    "arm",
+    "target",
+    "model",
+    "width",
+    "resolution",
+    "input_px",
+    "n",
+    "val_acc_final_mean",
+    "val_acc_final_ci95",
+    "val_acc_best_optimistic_mean",
+    "val_acc_best_ci95",
+    "paper",
+    "best_vs_paper",
+    "verdict",
+    "final_vs_reference",
+    "final_vs_reference_ci95",
+    "welch_p",
+    "epochs_mean",
+    "precision",
+    "pipeline",
+    "autoaugment",
+    "normalize",
+    "dataset",
+    "budget_s",
+    "max_epochs",
+    "budget_mode",
+    "trainings_per_gpu",
+    "image",
+]
+
+
+def columns_of(kind: str) -> list[str]:
+    return FIDELITY_COLUMNS if kind == "fidelity" else COLUMNS
+
+
 OPTIMISM_NOTE = (
     "val_acc_best_optimistic_mean is the mean of each run's best epoch on the validation images: "
     "selecting on them makes it optimistic. The paper's numbers are of that kind; compare them with it."
@@ -136,9 +175,10 @@ def _differences(values: list[str]) -> str:
     return "; ".join(f"{key}: " + " vs ".join(repr(recipe.get(key)) for recipe in recipes) for key in keys)
 
 
-def protocol_problems(loaded: dict[str, list[tuple[str, dict]]]) -> list[str]:
-    """Rows that mix what the protocol holds fixed, rows with fewer runs counted than listed, and rows of one table
-    trained under different budgets. Images are checked table-wide by image_problems."""
+def protocol_problems(loaded: dict[str, list[tuple[str, dict]]], table_wide: bool = True) -> list[str]:
+    """Rows that mix what the protocol holds fixed, rows with fewer runs counted than listed, and (table_wide) rows
+    of one table trained under different budgets; a fidelity table's arms differ on purpose. Images are checked
+    table-wide by image_problems."""
     problems, shared = [], {}
     for label, records in loaded.items():
         counted, excluded = counted_runs(label, records)
@@ -154,7 +194,7 @@ def protocol_problems(loaded: dict[str, list[tuple[str, dict]]]) -> list[str]:
                 f"row {label}: n is {len(counted)} but the study listed {len(records)} runs for it; not counted: "
                 f"{reasons}. Rerun those runs"
             )
-    for name in TABLE_INVARIANTS:
+    for name in TABLE_INVARIANTS if table_wide else ():
         values = shared.get(name, {})
         if len(set(values.values())) > 1:
             listed = "; ".join(f"{label}: {value}" for label, value in values.items())
@@ -194,6 +234,96 @@ def ci95_half_width(values: list[float]) -> float | None:
         return None
     t = T_975[len(values) - 2] if len(values) - 2 < len(T_975) else 1.96
     return t * statistics.stdev(values) / len(values) ** 0.5
+
+
+def _regularized_incomplete_beta(a: float, b: float, x: float) -> float:
+    """I_x(a, b) by its continued fraction (modified Lentz), for Student's t without scipy."""
+    if x <= 0.0 or x >= 1.0:
+        return max(0.0, min(1.0, x))
+    if x > (a + 1) / (a + b + 2):  # the fraction converges fast only below this point
+        return 1.0 - _regularized_incomplete_beta(b, a, 1.0 - x)
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    fraction = d
+    for m in range(1, 500):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            fraction *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return math.exp(log_front) * fraction / a
+
+
+def t_two_sided_p(t: float, df: float) -> float:
+    """P(|T| >= |t|) for Student's t with df degrees of freedom (df need not be an integer)."""
+    return _regularized_incomplete_beta(df / 2, 0.5, df / (df + t * t))
+
+
+def t_quantile_975(df: float) -> float:
+    """The t value with two-sided p 0.05 at df degrees of freedom, by bisection."""
+    low, high = 0.0, 1000.0
+    for _ in range(100):
+        middle = (low + high) / 2
+        low, high = (middle, high) if t_two_sided_p(middle, df) > 0.05 else (low, middle)
+    return (low + high) / 2
+
+
+def welch(values: list[float], reference: list[float]) -> tuple[float, float | None, float | None]:
+    """mean(values) - mean(reference), the 95% half-width of that difference and Welch's two-sided p (None with
+    fewer than two runs on either side: no spread to judge)."""
+    difference = statistics.fmean(values) - statistics.fmean(reference)
+    if len(values) < 2 or len(reference) < 2:
+        return difference, None, None
+    a, b = statistics.variance(values) / len(values), statistics.variance(reference) / len(reference)
+    if a + b == 0:
+        return difference, 0.0, 1.0 if difference == 0 else 0.0
+    df = (a + b) ** 2 / (a**2 / (len(values) - 1) + b**2 / (len(reference) - 1))
+    standard_error = math.sqrt(a + b)
+    return difference, t_quantile_975(df) * standard_error, t_two_sided_p(difference / standard_error, df)
+
+
+def verdict(best: list[float], paper_percent: float) -> str:
+    """matches: the paper's number lies in the 95% interval of the best-epoch mean; else below or above it."""
+    half_width = ci95_half_width(best)
+    if half_width is None:
+        return "one run"
+    mean, paper = statistics.fmean(best), paper_percent / 100
+    if mean - half_width <= paper <= mean + half_width:
+        return "matches"
+    return "below" if mean + half_width < paper else "above"
+
+
+def fidelity_fields(row: dict, counted: list[tuple[str, dict]], reference: list[tuple[str, dict]] | None) -> dict:
+    """What the fidelity table adds to a row: the paper's number for its target, the difference to it, the
+    difference to the reference arm in final accuracy (Welch), and how the arm trained."""
+    arm, _, target = row["label"].partition("|")
+    if target not in FIDELITY_TARGETS:
+        targets = ", ".join(FIDELITY_TARGETS)
+        raise HaetError(f"fidelity row {row['label']!r}: label it ARM|TARGET, the target one of {targets}")
+    paper = FIDELITY_TARGETS[target][0]
+    finals = [record["metrics"]["val_acc_final"] for _, record in counted]
+    bests = [record["metrics"]["val_acc_best_optimistic"] for _, record in counted]
+    fields = {"arm": arm, "target": target, "paper": paper, "val_acc_best_ci95": ci95_half_width(bests)}
+    fields |= {"best_vs_paper": statistics.fmean(bests) - paper / 100, "verdict": verdict(bests, paper)}
+    fields |= {"final_vs_reference": None, "final_vs_reference_ci95": None, "welch_p": None}
+    if reference is not None:
+        difference, half_width, p = welch(finals, [record["metrics"]["val_acc_final"] for _, record in reference])
+        fields |= {"final_vs_reference": difference, "final_vs_reference_ci95": half_width, "welch_p": p}
+    first = counted[0][1]
+    fields["epochs_mean"] = statistics.fmean(record["metrics"]["epochs"] for _, record in counted)
+    fields["pipeline"] = first["runtime"]["pipeline"]
+    fields["autoaugment"] = first["config"]["recipe"].get("autoaugment", "torchvision")
+    fields["normalize"] = first["config"]["recipe"]["normalize"]
+    fields["dataset"] = first["subset"]["dataset"]
+    return fields
 
 
 def summarize(label: str, records: list[tuple[str, dict]]) -> dict:
@@ -238,6 +368,13 @@ def summarize(label: str, records: list[tuple[str, dict]]) -> dict:
 
 def build_rows(kind: str, groups: dict[str, list[tuple[str, dict]]]) -> list[dict]:
     rows = [summarize(label, records) for label, records in groups.items()]
+    if kind == "fidelity":  # the first group is the reference arm
+        counted = {label: counted_runs(label, records)[0] for label, records in groups.items()}
+        reference = next(iter(counted), None)
+        for row in rows:
+            other = counted[reference] if row["label"] != reference else None
+            row |= fidelity_fields(row, counted[row["label"]], other)
+        return rows
     if kind == "table1":
         rows.sort(key=lambda row: -row["val_acc_final_mean"])
     baselines = {row["model"]: row for row in rows if row["variant"] == "baseline"}
@@ -252,13 +389,24 @@ def build_rows(kind: str, groups: dict[str, list[tuple[str, dict]]]) -> list[dic
     return rows
 
 
+PERCENT_COLUMNS = ("val_acc_final_mean", "val_acc_final_std", "val_acc_best_optimistic_mean")
+INTERVAL_COLUMNS = ("val_acc_final_ci95", "val_acc_best_ci95", "final_vs_reference_ci95")
+SIGNED_PERCENT_COLUMNS = ("best_vs_paper", "final_vs_reference")  # points of accuracy
+
+
 def _cell(column: str, value) -> str:
     if value is None:
         return ""
-    if column in ("val_acc_final_mean", "val_acc_final_std", "val_acc_best_optimistic_mean"):
+    if column in PERCENT_COLUMNS:
         return f"{100 * value:.1f}"
-    if column == "val_acc_final_ci95":
+    if column in INTERVAL_COLUMNS:
         return f"±{100 * value:.1f}"
+    if column in SIGNED_PERCENT_COLUMNS:
+        return f"{100 * value:+.1f}"
+    if column == "welch_p":
+        return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
+    if column == "epochs_mean":
+        return f"{value:g}"
     if column in ("macs_vs_baseline", "params_vs_baseline"):
         return f"{100 * value:+.1f}%"
     if column in ("params", "macs"):
@@ -266,39 +414,70 @@ def _cell(column: str, value) -> str:
     return str(value)
 
 
+HEADERS = {
+    "val_acc_final_mean": "acc final %",
+    "val_acc_final_std": "std %",
+    "val_acc_final_ci95": "95% CI %",
+    "val_acc_best_optimistic_mean": "acc best-epoch % (optimistic)",
+    "val_acc_best_ci95": "best-epoch 95% CI %",
+    "paper": "paper %",
+    "paper_model": "paper's model",
+    "best_vs_paper": "best-epoch - paper (points)",
+    "final_vs_reference": "final - reference arm (points)",
+    "final_vs_reference_ci95": "its 95% CI",
+    "welch_p": "Welch p",
+    "epochs_mean": "epochs",
+    "budget_s": "budget s",
+    "max_epochs": "max epochs",
+    "budget_mode": "budget mode",
+    "trainings_per_gpu": "trainings per GPU",
+    "macs_vs_baseline": "MACs vs baseline",
+    "params_vs_baseline": "params vs baseline",
+}
+
+
 def render_markdown(table: dict) -> str:
-    headers = {
-        "val_acc_final_mean": "acc final %",
-        "val_acc_final_std": "std %",
-        "val_acc_final_ci95": "95% CI %",
-        "val_acc_best_optimistic_mean": "acc best-epoch % (optimistic)",
-        "paper": "paper %",
-        "paper_model": "paper's model",
-        "budget_s": "budget s",
-        "max_epochs": "max epochs",
-        "budget_mode": "budget mode",
-        "trainings_per_gpu": "trainings per GPU",
-        "macs_vs_baseline": "MACs vs baseline",
-        "params_vs_baseline": "params vs baseline",
-    }
+    columns = columns_of(table["kind"])
     lines = [
         f"# {table['title']}",
         "",
-        "| " + " | ".join(headers.get(c, c) for c in COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
+        "| " + " | ".join(HEADERS.get(c, c) for c in columns) + " |",
+        "|" + "---|" * len(columns),
     ]
-    lines += ["| " + " | ".join(_cell(c, row.get(c)) for c in COLUMNS) + " |" for row in table["rows"]]
+    lines += ["| " + " | ".join(_cell(c, row.get(c)) for c in columns) + " |" for row in table["rows"]]
     lines += [""] + [f"- {note}" for note in table["notes"]]
     return "\n".join(lines) + "\n"
 
 
 def render_csv(table: dict) -> str:
+    columns = columns_of(table["kind"])
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in table["rows"]:
-        writer.writerow({column: "" if row.get(column) is None else row.get(column) for column in COLUMNS})
+        writer.writerow({column: "" if row.get(column) is None else row.get(column) for column in columns})
     return buffer.getvalue()
+
+
+def fidelity_notes(rows: list[dict]) -> list[str]:
+    """What the fidelity table's numbers mean, from its rows: the reference arm and each target's source."""
+    if not rows:
+        return []
+    notes = [
+        f"The reference arm is {rows[0]['arm']}; every other arm changes one protocol detail from it. "
+        "final - reference is in final accuracy, with the 95% interval of the difference and Welch's two-sided "
+        "p. verdict: matches when the paper's number lies in the 95% interval of the best-epoch mean (the kind of "
+        "number the paper reports), else below or above it.",
+    ]
+    if any(row["dataset"] == "imagefolder" for row in rows):
+        notes.append(
+            "Images from an ImageFolder copy: ../shared/data/cifar10 is a JPEG re-encoding of CIFAR-10's official "
+            "batches, so its numbers are not the batches'; `data.dataset: cifar10` reads the official ones."
+        )
+    for target in dict.fromkeys(row["target"] for row in rows):
+        paper, source = FIDELITY_TARGETS[target]
+        notes.append(f"paper {paper} for target {target}: {source}.")
+    return notes
 
 
 METRIC_NAMES = {"final": "final accuracy", "best_epoch": "best-epoch accuracy (optimistic)"}
@@ -348,6 +527,7 @@ def make_table(
     searches = [search_source(path) for path in search_summaries or []]
     notes += [search_note(source) for source in searches]
     rows = build_rows(kind, loaded)
+    notes += fidelity_notes(rows) if kind == "fidelity" else []
     left_out = [f"{item['path']} ({item['reason']})" for row in rows for item in row["excluded"]]
     if left_out:
         notes.append("Not counted in n, means or ranks: " + ", ".join(left_out) + ".")
@@ -355,7 +535,7 @@ def make_table(
         "schema": SCHEMA,
         "kind": kind,
         "title": TITLES[kind],
-        "columns": COLUMNS,
+        "columns": columns_of(kind),
         "rows": rows,
         "notes": notes,
         "allow_mixed_images": allow_mixed_images,
@@ -416,7 +596,7 @@ def audit(table_path: str | Path) -> list[str]:
     if problems:
         return problems
     problems += image_problems(table, [record for records in loaded.values() for _, record in records])
-    problems += protocol_problems(loaded)
+    problems += protocol_problems(loaded, table_wide=table["kind"] != "fidelity")
     for source in table.get("searches", []):
         try:
             again = search_source(source["path"])
@@ -428,8 +608,10 @@ def audit(table_path: str | Path) -> list[str]:
         elif search_note(again) not in table["notes"]:
             problems.append(f"the note on {source['path']} is not what that summary says; the table was edited")
     expected = build_rows(table["kind"], loaded)
+    if table["kind"] == "fidelity" and not set(fidelity_notes(expected)) <= set(table["notes"]):
+        problems.append("the fidelity notes are not what its rows give (reference arm, paper sources): edited")
     for row, again in zip(table["rows"], expected, strict=True):
-        for column in [*COLUMNS, "excluded"]:
+        for column in [*columns_of(table["kind"]), "excluded"]:
             if row.get(column) != again.get(column):
                 problems.append(
                     f"row {row['label']}: {column} is {row.get(column)!r}, records give {again.get(column)!r}"

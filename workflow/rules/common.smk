@@ -349,3 +349,66 @@ def report_args(groups_by_name, wildcard):
         return f"{group_args(groups, records)} {repeated('--search-summary', summaries)}"
 
     return arguments
+
+
+# The fidelity study (fidelity.smk), when the config has its section: every arm's runs on the same subsets.
+FIDELITY = config.get("fidelity")
+FIDELITY_ARMS = list(FIDELITY["arms"]) if FIDELITY else []
+
+
+def check_fidelity(fidelity):
+    """At parse time: the reference is an arm, every target is one of the paper's numbers (haet.report.paper)."""
+    from haet.report.paper import FIDELITY_TARGETS
+
+    if fidelity["reference"] not in fidelity["arms"]:
+        raise ValueError(f"fidelity.reference {fidelity['reference']!r} is not one of fidelity.arms: {', '.join(fidelity['arms'])}")
+    for arm, settings in fidelity["arms"].items():
+        if settings["target"] not in FIDELITY_TARGETS:
+            raise ValueError(
+                f"fidelity.arms.{arm}.target {settings['target']!r} is not one of the paper's numbers: "
+                + ", ".join(FIDELITY_TARGETS)
+            )
+
+
+def fidelity_source(arm):
+    """Which subsets an arm trains on: the study's (`study`), or its own when it has its own data."""
+    return arm if "data" in FIDELITY["arms"][arm] else "study"
+
+
+def fidelity_subset_config(source):
+    data = FIDELITY["arms"][source]["data"] if source != "study" else FIDELITY.get("data", config["data"])
+    spec = {key: value for key, value in FIDELITY.get("subsets", config["subsets"]).items() if key != "runs"}
+    return {"data": data, "subsets": spec}
+
+
+def fidelity_manifest(wildcards):
+    return f"{OUT}/fidelity/subsets/{fidelity_source(wildcards.arm)}/run{wildcards.run}.json"
+
+
+def fidelity_layers(arm):
+    return [FIDELITY["train"], FIDELITY["arms"][arm]["train"]]
+
+
+def fidelity_shares_gpu(arm):
+    """Epoch-budget trainings (whose accuracy does not depend on the clock) share a GPU, trainings_per_gpu at
+    once, on a local run; wall-clock ones, and every job on a cluster, have one each."""
+    budget = {}
+    for layer in fidelity_layers(arm):
+        budget |= layer.get("budget", {})
+    local = config["container"]["engine"] not in ("apptainer", "kubernetes")
+    wall_clock = budget.get("seconds", 600.0) is not None  # haet train's default budget is 600 s
+    shares = FIDELITY["trainings_per_gpu"] > 1 and local and not wall_clock
+    return shares and gpus_per_training(*fidelity_layers(arm)) > 0
+
+
+def fidelity_groups():
+    """The fidelity table's rows, ARM|TARGET, the reference arm first."""
+    arms = [FIDELITY["reference"]] + [arm for arm in FIDELITY_ARMS if arm != FIDELITY["reference"]]
+    runs = range(FIDELITY["runs"])
+    return {f"{arm}|{FIDELITY['arms'][arm]['target']}": runs_of(FIDELITY_RUN, runs, arm=arm) for arm in arms}
+
+
+FIDELITY_RUN = f"{OUT}/fidelity/runs/{{arm}}/run{{run}}.json"
+if FIDELITY:
+    check_fidelity(FIDELITY)
+    TABLE_GROUPS["fidelity"] = FIGURE_GROUPS["fidelity"] = fidelity_groups
