@@ -23,7 +23,7 @@ PIP_CERT_FILE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 comma := ,
 GIT_DIRTY = $(shell test -z "$$(git status --porcelain 2>/dev/null)" && echo false || echo true)
 
-.PHONY: reproduce report resume test lint bench gpu-check image container clean
+.PHONY: reproduce report resume test lint bench gpu-check fidelity image container clean
 
 $(STAMP): pyproject.toml envs/requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -82,6 +82,25 @@ gpu-check: $(STAMP)
 	$(RUN) haet train --quiet --manifest $(GPU_CHECK_DIR)/subset.json --out $(GPU_CHECK_DIR)/paper-recipe.json \
 		--config '{"budget": {"seconds": null, "max_epochs": $(GPU_CHECK_EPOCHS)}}' --model SENet18 --width 0.67 \
 		$(GPU_CHECK_TRAIN)
+
+# The fidelity study (README "Does it reproduce?"): `haet plan` predicts its time, Snakemake runs it (stopped with
+# Ctrl-C's signal after FIDELITY_LIMIT_S; a second `make fidelity` goes on from the runs that finished), the
+# audit re-derives its table, and the report (its first page: the paper's numbers beside the harness's) is written. FIDELITY_CONFIGS adds layers: workflow/config/fidelity-table2.yaml (Table 2's NAS
+# models), fidelity-clock.yaml (the 600-s clock), fidelity-mini-imagenet.yaml (Table 4, with the cache).
+FIDELITY_CONFIGS ?= workflow/config/paper.yaml workflow/config/fidelity.yaml
+FIDELITY_STUDY ?= fidelity
+FIDELITY_LIMIT_S ?= 540
+FIDELITY_IMAGES_PER_S ?= 19920
+FIDELITY_SHARING_SPEEDUP ?= 2.5
+
+fidelity: $(STAMP)
+	$(RUN) haet plan $(addprefix --config ,$(FIDELITY_CONFIGS)) --target fidelity \
+		--images-per-s $(FIDELITY_IMAGES_PER_S) --sharing-speedup $(FIDELITY_SHARING_SPEEDUP)
+	$(RUN) timeout --signal INT --kill-after 60 $(FIDELITY_LIMIT_S) \
+		snakemake --cores $(CORES) --configfile $(FIDELITY_CONFIGS) -- fidelity
+	$(RUN) haet report audit results/$(FIDELITY_STUDY)/tables/fidelity.json
+	$(RUN) snakemake --report results/$(FIDELITY_STUDY)/report.html --configfile $(FIDELITY_CONFIGS) -- fidelity
+	cat results/$(FIDELITY_STUDY)/tables/fidelity.md
 
 image:
 	$(ENGINE) build --network host -f containers/Dockerfile -t $(IMAGE) \

@@ -455,25 +455,33 @@ def _duration(seconds: float) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from haet.config import load_config
+    from haet.config import load_config, merged_study
     from haet.plan import plan
 
+    paths = args.config or ["workflow/config/default.yaml"]
     result = plan(
-        load_config(args.config), args.gpus, args.overhead_s, Path(args.benchmarks) if args.benchmarks else None
+        merged_study([load_config(path) for path in paths]),
+        args.gpus,
+        args.overhead_s,
+        Path(args.benchmarks) if args.benchmarks else None,
+        args.target,
+        args.images_per_s,
+        args.sharing_speedup,
     )
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     source = f"measured from {args.benchmarks}" if result["overhead_measured"] else "assumed; --benchmarks measures it"
     overhead = f"overhead {result['overhead_s']:.1f} s a training ({source})"
-    print(f"{args.config} on {args.gpus} GPU(s) or training slots; {overhead}")
+    print(f"{' + '.join(paths)} on {args.gpus} GPU(s) or training slots; {overhead}")
     measured = any(row["measured_job_s"] is not None for row in result["stages"])
-    header = f"{'stage':<10} {'trainings':>10} {'training':>9} {'GPU-hours':>10} {'wall':>8}"
+    width = max(10, *(len(row["stage"]) for row in result["stages"]))
+    header = f"{'stage':<{width}} {'trainings':>10} {'training':>9} {'GPU-hours':>10} {'wall':>8}"
     print(header + (f" {'job-s planned':>14} {'job-s measured':>15}" if measured else ""))
     for row in result["stages"]:
         count = f"<={row['trainings']}" if row["upper_bound"] else str(row["trainings"])
         line = (
-            f"{row['stage']:<10} {count:>10} {row['training_s']:>8.1f}s {row['gpu_hours']:>10.3f} "
+            f"{row['stage']:<{width}} {count:>10} {row['training_s']:>8.1f}s {row['gpu_hours']:>10.3f} "
             f"{_duration(row['wall_s']):>8}"
         )
         if measured:
@@ -481,8 +489,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
             line += f" {row['predicted_job_s']:>14.0f} {'' if seen is None else f'{seen:.0f}':>15}"
         print(line)
     total = result["total"]
-    print(f"{'total':<10} {total['trainings']:>10} {'':>9} {total['gpu_hours']:>10.3f} {_duration(total['wall_s']):>8}")
-    print("Searches count every evaluation as trained (an upper bound: NOMAD answers some without training).")
+    print(
+        f"{'total':<{width}} {total['trainings']:>10} {'':>9} {total['gpu_hours']:>10.3f} "
+        f"{_duration(total['wall_s']):>8}"
+    )
+    if any(row["upper_bound"] for row in result["stages"]):
+        print("Searches count every evaluation as trained (an upper bound: NOMAD answers some without training).")
     return 0
 
 
@@ -611,7 +623,27 @@ def build_parser() -> argparse.ArgumentParser:
     search.set_defaults(handler=cmd_search)
 
     planner = commands.add_parser("plan", help="a study's trainings, GPU-hours and wall time per stage, before it runs")
-    planner.add_argument("--config", default="workflow/config/default.yaml", help="study config (YAML)")
+    planner.add_argument(
+        "--config",
+        action="append",
+        help="study config (YAML; default workflow/config/default.yaml); repeated, merged as Snakemake's "
+        "--configfile merges them (paper.yaml, then fidelity.yaml)",
+    )
+    planner.add_argument(
+        "--target", choices=["study", "fidelity"], help="only the paper's stages, or only the fidelity study's arms"
+    )
+    planner.add_argument(
+        "--images-per-s",
+        type=float,
+        help="fidelity arms with epoch budgets: the reference arm's training images/s on this GPU (haet bench)",
+    )
+    planner.add_argument(
+        "--sharing-speedup",
+        type=float,
+        default=1.0,
+        help="how much faster trainings sharing a GPU (fidelity.trainings_per_gpu) go together than one alone "
+        "(default 1: no gain assumed)",
+    )
     planner.add_argument("--gpus", type=int, default=1, help="GPUs (on a CPU: trainings at once, cores / threads)")
     planner.add_argument("--overhead-s", type=float, help="seconds a training takes beyond its budget (default 10)")
     planner.add_argument("--benchmarks", help="a run's benchmark folder: measure the overhead, compare each stage")

@@ -28,6 +28,23 @@ def load_config(path: str | Path) -> dict:
     return config
 
 
+def merged_study(configs: list[dict]) -> dict:
+    """Study configs merged key by key, mappings recursively, later ones winning: as Snakemake merges the files of
+    --configfile A B."""
+
+    def merge(base: dict, layer: dict) -> dict:
+        merged = dict(base)
+        for key, value in layer.items():
+            both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+            merged[key] = merge(merged[key], value) if both else value
+        return merged
+
+    result: dict = {}
+    for config in configs:
+        result = merge(result, config)
+    return result
+
+
 def _section(config: dict, name: str, allowed: set[str]) -> dict:
     section = config.get(name) or {}
     if not isinstance(section, dict):

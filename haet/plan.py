@@ -20,6 +20,10 @@ from haet import HaetError
 
 DEFAULT_OVERHEAD_S = 10.0  # per training, when no benchmark files measure it (CPU: about 5 s; GPU: 10-30 s)
 SINGLE_TRAINING_STAGES = ("screening", "augment", "hpo_runs", "final", "reference")
+# A fidelity arm's images/s against the reference arm's where its runtime differs, as measured on one H200
+# (README, Speed): fp32 trains at about half bf16's rate, the loader's PIL AutoAugment at about half the resident
+# pipeline's. Rough: `haet plan --benchmarks` of a run replaces every estimate with what the arm's jobs took.
+SPEED_FACTORS = {("precision", "fp32"): 0.5, ("pipeline", "loader"): 0.5}
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,80 @@ def stages(config: dict) -> list[Stage]:
     ]
 
 
+def _layered(*layers: dict) -> dict:
+    """Training configs merged section by section, later layers winning (as repeated --config layers)."""
+    merged: dict = {}
+    for layer in layers:
+        for section, values in (layer or {}).items():
+            merged[section] = merged.get(section, {}) | (values or {})
+    return merged
+
+
+def _fidelity_training_s(arm: dict, reference: dict, config: dict, images_per_s: float | None, overhead_s: float):
+    """One training of an arm, estimated: its budget in seconds, or its epochs' images at the reference arm's
+    images_per_s scaled by MACs and SPEED_FACTORS; and whether it trains for epochs (and so may share a GPU)."""
+    budget = {"seconds": 600.0, "max_epochs": None} | arm.get("budget", {})
+    if budget["seconds"] is not None:
+        return budget["seconds"] + overhead_s, False
+    if images_per_s is None:
+        raise HaetError(
+            "the fidelity arms train for epochs: give --images-per-s (the trainer's images/s for the reference arm "
+            "on this GPU, from `haet bench`; one H200: 19,920 with the paper recipe) or --benchmarks of a run"
+        )
+    from haet.models import input_size
+    from haet.models.cost import model_cost
+
+    def macs(train: dict) -> int:
+        model = {"name": "ResNet18", "depth": 1.0, "width": 1.0, "resolution": 1.0} | train.get("model", {})
+        return model_cost(model["name"], model["depth"], model["width"], input_size(model["resolution"])).macs
+
+    speed = images_per_s * macs(reference) / macs(arm)
+    for (section, value), factor in SPEED_FACTORS.items():
+        if arm.get("runtime", {}).get(section) == value != reference.get("runtime", {}).get(section):
+            speed *= factor
+    fidelity = config["fidelity"]
+    spec = fidelity.get("subsets") or _get(config, "subsets")
+    data = fidelity.get("data") or config.get("data") or {}
+    images = spec["train_per_class"] * (data.get("options") or {}).get("num_classes", 10)
+    return budget["max_epochs"] * images / speed + overhead_s, True
+
+
+def fidelity_rows(
+    config: dict, gpus: int, overhead_s: float, images_per_s: float | None, sharing_speedup: float, jobs: dict
+) -> list[dict]:
+    """A row an arm of the fidelity study: its runs, each training's seconds, GPU-hours and wall time on `gpus`
+    GPUs. Epoch-budget arms share a GPU trainings_per_gpu at once: their compute at sharing_speedup times one
+    training's rate, their overheads overlapped."""
+    fidelity = _get(config, "fidelity")
+    runs, sharing = fidelity["runs"], fidelity.get("trainings_per_gpu", 1)
+    reference = _layered(fidelity["train"], fidelity["arms"][fidelity["reference"]].get("train", {}))
+    rows = []
+    for name, settings in fidelity["arms"].items():
+        arm = _layered(fidelity["train"], settings.get("train", {}))
+        training_s, epochs = _fidelity_training_s(arm, reference, config, images_per_s, overhead_s)
+        measured = jobs.get(f"fidelity {name}")
+        training_s = statistics.median(measured) if measured else training_s
+        if epochs and sharing > 1:
+            compute_s = max(training_s - overhead_s, 0.0)
+            wall_s = runs * (compute_s / sharing_speedup + overhead_s / sharing) / gpus
+        else:
+            wall_s = math.ceil(runs / gpus) * training_s
+        rows.append(
+            {
+                "stage": f"fidelity {name}",
+                "trainings": runs,
+                "upper_bound": False,
+                "training_s": training_s,
+                "gpu_hours": runs * training_s / 3600,
+                "wall_s": wall_s,
+                "predicted_job_s": runs * training_s,
+                "measured_job_s": sum(measured) if measured else None,
+                "measured_jobs": len(measured or []),
+            }
+        )
+    return rows
+
+
 def stage_wall_s(stage: Stage, gpus: int, training_s: float) -> float:
     """Wall time of a stage on `gpus` GPUs (or training slots), each training `training_s` long."""
     if not stage.searches:
@@ -122,8 +200,10 @@ def measured_jobs(benchmarks: Path) -> dict[str, list[float]]:
         folder, stem = relative.parts[0], path.stem
         if folder == "hpo":
             stage = "hpo" if stem == "search" else "hpo_runs"
-        elif folder == "final" and stem.startswith("subset"):
+        elif folder in ("final", "fidelity") and stem.startswith("subset"):
             continue
+        elif folder == "fidelity":  # ARM-runK.tsv
+            stage = f"fidelity {stem.rsplit('-run', 1)[0]}"
         else:
             stage = folders.get(folder)
         if stage is None or stem == "rank":
@@ -150,15 +230,30 @@ def overhead_from(jobs: dict[str, list[float]], study_stages: list[Stage]) -> fl
     return statistics.median(extra)
 
 
-def plan(config: dict, gpus: int, overhead_s: float | None = None, benchmarks: Path | None = None) -> dict:
+def plan(
+    config: dict,
+    gpus: int,
+    overhead_s: float | None = None,
+    benchmarks: Path | None = None,
+    target: str | None = None,
+    images_per_s: float | None = None,
+    sharing_speedup: float = 1.0,
+) -> dict:
     """Per stage and in total: trainings, GPU-hours and wall time on `gpus` GPUs; with benchmark files, the
-    measured overhead and each stage's measured job-seconds beside the prediction."""
+    measured overhead and each stage's measured job-seconds beside the prediction. target fidelity: the fidelity
+    study's arms alone (Snakemake's `fidelity` target); study: the paper's stages alone; None: whatever the config
+    has."""
     if not isinstance(gpus, int) or gpus < 1:
         raise HaetError(f"--gpus must be a positive number of GPUs (or training slots), got {gpus!r}")
-    study_stages = stages(config)
+    if sharing_speedup <= 0 or (images_per_s is not None and images_per_s <= 0):
+        raise HaetError("--images-per-s and --sharing-speedup must be positive")
+    with_study = target == "study" or (target is None and ("screening" in config or "fidelity" not in config))
+    with_fidelity = target == "fidelity" or (target is None and "fidelity" in config)
+    study_stages = stages(config) if with_study else []
     jobs = measured_jobs(benchmarks) if benchmarks is not None else {}
     if overhead_s is None:
-        overhead_s = overhead_from(jobs, study_stages) if jobs else DEFAULT_OVERHEAD_S
+        measured_overhead = jobs and any(name in jobs for name in SINGLE_TRAINING_STAGES)
+        overhead_s = overhead_from(jobs, study_stages) if measured_overhead else DEFAULT_OVERHEAD_S
     rows = []
     for stage in study_stages:
         if stage.budget_s is not None:
@@ -183,9 +278,12 @@ def plan(config: dict, gpus: int, overhead_s: float | None = None, benchmarks: P
             "measured_jobs": len(jobs.get(stage.name, [])),
         }
         rows.append(row)
+    if with_fidelity:
+        rows += fidelity_rows(config, gpus, overhead_s, images_per_s, sharing_speedup, jobs)
     total = {
         "trainings": sum(row["trainings"] for row in rows),
         "gpu_hours": sum(row["gpu_hours"] for row in rows),
         "wall_s": sum(row["wall_s"] for row in rows),
     }
-    return {"gpus": gpus, "overhead_s": overhead_s, "overhead_measured": bool(jobs), "stages": rows, "total": total}
+    measured = bool(jobs) and any(name in jobs for name in SINGLE_TRAINING_STAGES)
+    return {"gpus": gpus, "overhead_s": overhead_s, "overhead_measured": measured, "stages": rows, "total": total}

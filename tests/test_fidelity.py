@@ -108,6 +108,19 @@ def test_the_toy_fidelity_study_puts_the_papers_number_beside_each_arm_and_passe
 
 
 @needs_real_cifar
+def test_the_reports_first_page_puts_each_paper_number_beside_the_harnesss(toy_study):
+    report = toy_study / "report.html"
+    arguments = ["--configfile", DEFAULT, str(toy_study / "toy.yaml"), "--report", str(report), "--", "fidelity"]
+    result = snakemake(toy_study, *arguments)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    page = report.read_text()  # the first page's HTML sits in the report's data as a JSON string
+    row = read_record(toy_study / "results" / "default" / "tables" / "fidelity.json")["rows"][1]
+    best = f"{100 * row['val_acc_best_optimistic_mean']:.1f} \\u00b1 {100 * row['val_acc_best_ci95']:.1f}"
+    cells = ["authors-autoaugment / table3", "87.8", best, f"{100 * row['val_acc_final_mean']:.1f}", "2"]
+    assert "numbers beside the harness" in page and "</td>\\n<td>".join(cells) in page
+
+
+@needs_real_cifar
 def test_a_fidelity_verdict_or_note_edited_and_rehashed_fails_the_audit(toy_study, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(toy_study)
     table = read_record(toy_study / "results" / "default" / "tables" / "fidelity.json")

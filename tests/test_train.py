@@ -127,6 +127,37 @@ def test_no_run_exceeds_its_budget_by_more_than_one_step(digits, pipeline):
     assert metrics["train_s"] >= budget_s  # and it used the budget it had
 
 
+def test_a_process_clock_budget_counts_cpu_time_so_a_busy_core_does_not_shorten_the_training(digits):
+    """Pinned to one core beside a busy loop, the training gets about half the core: its wall time is about twice
+    its budget, and the budget it counted (CPU seconds) is the budget, as on an idle machine."""
+    budget_s = 2.0
+    config = TrainConfig(
+        SMALL, FAST, Budget(seconds=budget_s, clock="process"), Runtime(pipeline="resident", workers=0, threads=1)
+    )
+    core = min(os.sched_getaffinity(0))
+    previous = os.sched_getaffinity(0)
+    busy = subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{core}}})\nwhile True: pass"])
+    try:
+        os.sched_setaffinity(0, {core})
+        start = time.perf_counter()
+        record = train(config, digits)
+        wall_s = time.perf_counter() - start
+    finally:
+        os.sched_setaffinity(0, previous)
+        busy.kill()
+        busy.wait()
+    metrics = record["metrics"]
+    assert record["budget"]["clock"] == "process" and record["budget"]["stopped_by"] == "budget"
+    assert budget_s <= metrics["train_s"] <= budget_s + metrics["longest_step_s"] + 0.05
+    assert wall_s > 1.5 * budget_s  # the busy loop took its share of the core; the budget did not pay for it
+
+
+def test_a_process_clock_is_refused_where_the_process_does_not_see_the_whole_training(digits):
+    config = TrainConfig(SMALL, FAST, Budget(seconds=1, clock="process"), Runtime(pipeline="loader", workers=1))
+    with pytest.raises(RecipeError, match="budget.clock process counts this process's CPU seconds"):
+        train(config, digits)
+
+
 def test_competition_mode_checks_once_per_epoch_and_counts_evaluation(digits):
     config = TrainConfig(SMALL, FAST, Budget(seconds=2.0, mode="competition"), Runtime(pipeline="resident"))
     record = train(config, digits)

@@ -15,6 +15,7 @@ import pandas as pd
 from haet import HaetError
 from haet.files import write_atomic
 from haet.records import read_run_record, read_search_log
+from haet.report.tables import budget_mode_of
 
 
 def run_row(stage: str, path: str, record: dict) -> dict:
@@ -36,7 +37,7 @@ def run_row(stage: str, path: str, record: dict) -> dict:
         **{key: recipe[key] for key in ("optimizer", "lr", "weight_decay", "batch_size", "schedule", "augment")},
         "budget_s": record["budget"]["seconds"],
         "max_epochs": record["budget"]["max_epochs"],
-        "budget_mode": record["budget"]["mode"],
+        "budget_mode": budget_mode_of(record),
         "device": record["runtime"]["device"],
         "device_name": provenance["device_name"],
         "gpu_visible_devices": (provenance.get("gpu") or {}).get("visible_devices"),

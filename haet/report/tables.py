@@ -144,6 +144,13 @@ def precision_of(record: dict) -> str:
     return runtime.get("precision") or ("bf16" if runtime["device"].startswith("cuda") else "fp32")
 
 
+def budget_mode_of(record: dict) -> str:
+    """How a run's budget was counted: its mode, and the clock where it was the process's CPU time (records made
+    before the field counted the wall clock)."""
+    budget = record["budget"]
+    return budget["mode"] + (" (process CPU s)" if budget.get("clock") == "process" else "")
+
+
 def code_version(record: dict) -> str:
     provenance = record["provenance"]
     commit = (provenance["git_commit"] or "unknown commit")[:12]
@@ -154,7 +161,7 @@ def code_version(record: dict) -> str:
 # must share for the paper's comparison between them to hold (the budget: seconds, epochs and how it was counted).
 ROW_INVARIANTS = {
     "budgets": lambda r: f"{r['budget']['seconds']} s, {r['budget']['max_epochs']} epochs",
-    "budget modes": lambda r: r["budget"]["mode"],
+    "budget modes": budget_mode_of,
     "precisions": precision_of,
     "datasets": lambda r: (
         f"{r['subset']['dataset']} ({r['subset']['train_count']} train, "
@@ -357,7 +364,7 @@ def summarize(label: str, records: list[tuple[str, dict]]) -> dict:
         "macs": first["model"]["macs"],
         "budget_s": first["budget"]["seconds"],
         "max_epochs": first["budget"]["max_epochs"],
-        "budget_mode": first["budget"]["mode"],
+        "budget_mode": budget_mode_of(first),
         "precision": precision_of(first),
         "trainings_per_gpu": max((trainings_per_gpu(record) or 0 for _, record in records), default=0) or None,
         "image": _short_image({image_of(record) for _, record in records}),

@@ -157,6 +157,12 @@ def set_up(config: TrainConfig, subset: Subset) -> Setup:
     # the budget does not pay for it, whichever pipeline trains.
     importlib.import_module("torch._dynamo")
     precision = resolve_precision(runtime.precision, device)
+    loader_workers = pipeline_name == "loader" and runtime.workers > 0
+    if config.budget.clock == "process" and (device.type != "cpu" or loader_workers):
+        raise RecipeError(
+            "budget.clock process counts this process's CPU seconds, which see a training's whole work only on the "
+            "CPU with no DataLoader workers (pipeline resident, or workers 0); use clock wall here"
+        )
     input_px = input_size(spec.resolution)
     seed = subset.manifest["subset_seed"] if runtime.seed is None else runtime.seed
     seeds = run_seeds(seed)
@@ -304,7 +310,8 @@ def train(config: TrainConfig, subset: Subset, on_epoch: Callable[[dict], None] 
     """Train config's model on subset within config's budget; returns the run record's body."""
     run = set_up(config, subset)
     budget = config.budget
-    clock = BudgetClock(budget, run.device)  # competition mode's clock starts here, after set-up
+    # competition mode's clock starts here, after set-up
+    clock = BudgetClock(budget, run.device, time.process_time if budget.clock == "process" else time.perf_counter)
     epoch = steps = images_seen = 0
     eval_s, curve, stopped_by, last_loss = 0.0, [], None, None
 
@@ -403,6 +410,7 @@ def run_record_body(
         },
         "budget": {
             "mode": budget.mode,
+            "clock": budget.clock,
             "seconds": budget.seconds,
             "max_epochs": budget.max_epochs,
             "stopped_by": stopped_by,

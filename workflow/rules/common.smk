@@ -412,3 +412,33 @@ FIDELITY_RUN = f"{OUT}/fidelity/runs/{{arm}}/run{{run}}.json"
 if FIDELITY:
     check_fidelity(FIDELITY)
     TABLE_GROUPS["fidelity"] = FIGURE_GROUPS["fidelity"] = fidelity_groups
+
+
+# The report's first page (workflow/report/workflow.rst): the paper's numbers beside the harness's.
+def paper_row(kind, row):
+    best, final, interval = row["val_acc_best_optimistic_mean"], row["val_acc_final_mean"], row.get("val_acc_best_ci95")
+    shown = f"{100 * best:.1f}" + (f" ± {100 * interval:.1f}" if interval is not None else "")
+    return [kind, row["label"], f"{row['paper']:.1f}", shown, f"{100 * final:.1f}", str(row["n"]), row.get("verdict") or ""]
+
+
+def paper_beside_harness(tables_folder):
+    """For the report's first page (workflow/report/workflow.rst): an RST table of every paper number a table of
+    this study put a harness number beside, from the tables already written (none yet: empty)."""
+    lines = []
+    for path in sorted(Path(tables_folder).glob("*.json")):
+        try:  # an unreadable or foreign table is the audit's to report; the page shows the others
+            table = json.loads(path.read_text())
+            lines += [paper_row(table["kind"], row) for row in table["rows"] if row.get("paper") is not None]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    if not lines:
+        return ""
+    header = ["table", "row", "paper %", "harness best-epoch %", "harness final %", "n", "verdict"]
+    rows = [header] + lines
+    return ".. list-table::\n   :header-rows: 1\n\n" + "".join(
+        "   * - " + "\n     - ".join(cell.replace("|", " / ") for cell in row) + "\n" for row in rows
+    )
+
+
+# read by the report's first page only; set after the config was validated, so no study config can set it
+config["_paper_beside_harness"] = paper_beside_harness(f"{OUT}/tables")
