@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CIFAR_FOLDER, REPO, needs_real_cifar, snakemake
+from conftest import CIFAR_FOLDER, REPO, needs_real_cifar, snakemake, write_mini_imagenet_cache
 from scipy import stats
 
 from haet.cli import main
@@ -71,7 +71,14 @@ def toy_study(tmp_path_factory) -> Path:
     if not (CIFAR_FOLDER / "train").is_dir():
         pytest.skip(f"real CIFAR-10 ImageFolder not found at {CIFAR_FOLDER}")
     workdir = tmp_path_factory.mktemp("fidelity")
-    (workdir / "toy.yaml").write_text(yaml.safe_dump(TOY))
+    # Table 4's arm on its own data: a Mini-ImageNet cache in the exact format, 2 classes, kept at 84 px
+    cache = workdir / "mini-imagenet-cache-train.pkl"
+    write_mini_imagenet_cache(cache, ["n01532829", "n01558993"], per_class=30)
+    options = {"num_classes": 2, "train_per_class": 20, "test_per_class": 10, "size": None}
+    data = {"dataset": "mini-imagenet", "root": str(cache), "options": options}
+    mini = {"target": "table4", "data": data, "train": {"recipe": {"batch_size": 16}}}  # 40 training images
+    toy = {"fidelity": TOY["fidelity"] | {"arms": TOY["fidelity"]["arms"] | {"mini-imagenet": mini}}}
+    (workdir / "toy.yaml").write_text(yaml.safe_dump(toy))
     result = snakemake(workdir, "--cores", "2", "--configfile", DEFAULT, str(workdir / "toy.yaml"), "--", "fidelity")
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     return workdir
@@ -83,11 +90,13 @@ def test_the_toy_fidelity_study_puts_the_papers_number_beside_each_arm_and_passe
     tables = toy_study / "results" / "default" / "tables"
     table = read_record(tables / "fidelity.json")
     rows = {row["arm"]: row for row in table["rows"]}
-    assert list(rows) == ["submission", "authors-autoaugment"]  # the reference arm first
+    assert list(rows) == ["submission", "authors-autoaugment", "mini-imagenet"]  # the reference arm first
     for row in rows.values():
-        assert row["n"] == 2 and row["paper"] == 87.8 and row["verdict"] in ("matches", "below", "above")
-        assert row["best_vs_paper"] == pytest.approx(row["val_acc_best_optimistic_mean"] - 0.878)
-        assert row["dataset"] == "imagefolder" and row["epochs_mean"] == 2
+        paper = 86.0 if row["arm"] == "mini-imagenet" else 87.8
+        assert row["n"] == 2 and row["paper"] == paper and row["verdict"] in ("matches", "below", "above")
+        assert row["best_vs_paper"] == pytest.approx(row["val_acc_best_optimistic_mean"] - paper / 100)
+        assert row["epochs_mean"] == 2
+    assert rows["submission"]["dataset"] == "imagefolder" and rows["mini-imagenet"]["dataset"] == "mini-imagenet"
     assert rows["submission"]["final_vs_reference"] is None
     other = rows["authors-autoaugment"]
     assert other["autoaugment"] == "authors" and rows["submission"]["autoaugment"] == "torchvision"
@@ -95,13 +104,14 @@ def test_the_toy_fidelity_study_puts_the_papers_number_beside_each_arm_and_passe
         other["val_acc_final_mean"] - rows["submission"]["val_acc_final_mean"]
     )
     assert 0 <= other["welch_p"] <= 1
-    # every arm trained on the same subsets
+    # the CIFAR arms trained on the same two subsets; Table 4's on two of its own
     manifests = {
-        read_run_record(source["path"])["subset"]["manifest_sha256"]
+        row["arm"]: {read_run_record(source["path"])["subset"]["manifest_sha256"] for source in row["sources"]}
         for row in table["rows"]
-        for source in row["sources"]
     }
-    assert len(manifests) == 2
+    assert manifests["submission"] == manifests["authors-autoaugment"] and len(manifests["submission"]) == 2
+    assert len(manifests["mini-imagenet"]) == 2 and not manifests["mini-imagenet"] & manifests["submission"]
+    assert any("paper 86.0 for target table4: Table 4" in note for note in table["notes"])
     assert any("JPEG re-encoding" in note for note in table["notes"])
     assert (toy_study / "results" / "default" / "figures" / "fidelity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["report", "audit", str(tables / "fidelity.json")]) == 0
@@ -180,3 +190,18 @@ def test_on_a_gpu_machine_epoch_budget_arms_share_a_gpu_and_wall_clock_arms_have
         assert "gpu=0" in job and "gpu_shared=1" in job and "HAET_GPU_SHARED_BY=4 haet train" in job
     for job in runs["clock"]:
         assert "gpu=1" in job and "gpu_shared=0" in job and "HAET_GPU_SHARED_BY" not in job
+
+
+@needs_real_cifar
+def test_haet_plan_times_each_fidelity_arm_from_the_benchmarks_of_a_run(toy_study, capsys):
+    benchmarks = toy_study / "results" / "default" / "benchmarks"
+    arguments = ["plan", "--config", DEFAULT, "--config", str(toy_study / "toy.yaml"), "--target", "fidelity"]
+    assert main([*arguments, "--benchmarks", str(benchmarks), "--json"]) == 0
+    rows = {row["stage"]: row for row in json.loads(capsys.readouterr().out)["stages"]}
+    assert set(rows) == {"fidelity submission", "fidelity authors-autoaugment", "fidelity mini-imagenet"}
+    for arm, row in rows.items():
+        seconds = [float(path.read_text().splitlines()[1].split("\t")[0]) for path in
+                   sorted((benchmarks / "fidelity").glob(f"{arm.removeprefix('fidelity ')}-run*.tsv"))]  # fmt: skip
+        assert row["measured_jobs"] == 2 and row["training_s"] == pytest.approx(
+            sorted(seconds)[0] / 2 + sorted(seconds)[1] / 2
+        )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import REPO
 
@@ -67,3 +69,30 @@ def test_haet_plan_prints_each_stage_and_the_total(capsys):
     printed = capsys.readouterr().out
     assert "nas             <=300" in printed and printed.count("\n") >= 10
     assert "total" in printed and "upper bound" in printed
+
+
+FIDELITY = REPO / "workflow" / "config" / "fidelity.yaml"
+CLOCK = REPO / "workflow" / "config" / "fidelity-clock.yaml"
+
+
+def test_the_fidelity_study_is_planned_arm_by_arm_from_the_reference_arms_images_per_second(capsys):
+    arguments = ["plan", "--config", str(PAPER), "--config", str(FIDELITY), "--config", str(CLOCK)]
+    arguments += ["--target", "fidelity", "--overhead-s", "10"]
+    assert main(arguments) == 2
+    assert "the fidelity arms train for epochs: give --images-per-s" in capsys.readouterr().err
+    assert main([*arguments, "--images-per-s", "20000", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = {row["stage"].removeprefix("fidelity "): row for row in result["stages"]}
+    assert "screening" not in rows and all(row["trainings"] == 3 for row in rows.values())
+    compute = {arm: row["training_s"] - 10 for arm, row in rows.items()}
+    assert compute["submission"] == pytest.approx(240 * 5000 / 20000)  # 240 epochs of 5,000 images
+    assert compute["fp32"] == pytest.approx(2 * compute["submission"])  # SPEED_FACTORS: fp32 at half the rate
+    assert compute["260-epochs-freeze"] == pytest.approx(compute["submission"] * 260 / 240)
+    assert rows["competition-600s"]["training_s"] == 610  # a wall-clock arm: its budget, and it never shares
+    assert rows["competition-600s"]["wall_s"] == 3 * 610
+    # four epoch-budget trainings share the GPU: no faster together than one alone unless --sharing-speedup says
+    assert rows["submission"]["wall_s"] == pytest.approx(3 * (60 + 10 / 4))
+    assert main([*arguments, "--images-per-s", "20000", "--sharing-speedup", "2", "--json"]) == 0
+    faster = {row["stage"]: row for row in json.loads(capsys.readouterr().out)["stages"]}
+    assert faster["fidelity submission"]["wall_s"] == pytest.approx(3 * (30 + 10 / 4))
+    assert faster["fidelity competition-600s"]["wall_s"] == 3 * 610
