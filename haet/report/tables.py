@@ -168,6 +168,7 @@ ROW_INVARIANTS = {
         f"{r['subset']['validation_count']} validation images)"
     ),
     "recipes": lambda r: canonical_json(r["config"]["recipe"]),
+    "pipelines": lambda r: r["runtime"]["pipeline"],
     "code versions": code_version,
 }
 TABLE_INVARIANTS = ("budgets", "budget modes", "precisions")

@@ -361,7 +361,8 @@ def check_fidelity(fidelity):
     from haet.report.paper import FIDELITY_TARGETS
 
     if fidelity["reference"] not in fidelity["arms"]:
-        raise ValueError(f"fidelity.reference {fidelity['reference']!r} is not one of fidelity.arms: {', '.join(fidelity['arms'])}")
+        arms = ", ".join(fidelity["arms"])
+        raise ValueError(f"fidelity.reference {fidelity['reference']!r} is not one of fidelity.arms: {arms}")
     for arm, settings in fidelity["arms"].items():
         if settings["target"] not in FIDELITY_TARGETS:
             raise ValueError(
@@ -399,6 +400,11 @@ def fidelity_shares_gpu(arm):
     wall_clock = budget.get("seconds", 600.0) is not None  # haet train's default budget is 600 s
     shares = FIDELITY["trainings_per_gpu"] > 1 and local and not wall_clock
     return shares and gpus_per_training(*fidelity_layers(arm)) > 0
+
+
+def fidelity_gpus(arm):
+    """The `gpu` resource of an arm's training: none when it holds a share (`gpu_shared`) instead."""
+    return 0 if fidelity_shares_gpu(arm) else gpus_per_training(*fidelity_layers(arm))
 
 
 def fidelity_groups():

@@ -42,7 +42,7 @@ rule fidelity_run:
         arm=lambda wildcards: as_json(FIDELITY["arms"][wildcards.arm]["train"]),
     threads: lambda wildcards: training_threads(*fidelity_layers(wildcards.arm))
     resources:
-        gpu=lambda wildcards: 0 if fidelity_shares_gpu(wildcards.arm) else gpus_per_training(*fidelity_layers(wildcards.arm)),
+        gpu=lambda wildcards: fidelity_gpus(wildcards.arm),
         gpu_shared=lambda wildcards: int(fidelity_shares_gpu(wildcards.arm)),
     log:
         f"{OUT}/logs/fidelity/{{arm}}-run{{run}}.log",
