@@ -147,9 +147,7 @@ def test_a_fidelity_verdict_or_note_edited_and_rehashed_fails_the_audit(toy_stud
             (tmp_path / f"{name}{suffix}").write_text(render(read_record(tmp_path / f"{name}.json")))
         assert main(["report", "audit", str(tmp_path / f"{name}.json")]) == 1
     printed = capsys.readouterr().out
-    assert (
-        "verdict is 'matches', records give" in printed and "the fidelity notes are not what its rows give" in printed
-    )
+    assert "verdict is 'matches', records give" in printed and "its notes are not the ones its records" in printed
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from conftest import REPO, debian_tool, jobs_run, short_study, snakemake
 
 from haet.cli import main
 from haet.files import read_record, write_record
+from haet.report.tables import make_table, render_csv, render_markdown
 
 TABLE_ROWS = {"table1": 3, "table2a": 4, "table2": 6, "table3": 3, "table4": 2}
 
@@ -259,6 +260,81 @@ ROW_MIXES = {
     "recipes": lambda r: r["config"]["recipe"].update(lr=0.5),
     "code versions": lambda r: r["provenance"].update(git_commit="0" * 40),
 }
+
+
+def _rebuilt(table: Path) -> None:
+    """The table made again by `haet report table` from the records its rows name (as a forger would)."""
+    made = read_record(table)
+    groups = {row["label"]: [source["path"] for source in row["sources"]] for row in made["rows"]}
+    searches = [source["path"] for source in made["searches"]]
+    make_table(made["kind"], groups, table.with_suffix(""), made["allow_mixed_images"], searches)
+
+
+def _forged(path: Path, change) -> None:
+    """path re-hashed after change: a record that reads back whole and says what the forger wants."""
+    _variant(path, path, change)
+
+
+FORGERIES = {  # issue 21's: each record consistent with itself by its hash, not with what it came from
+    "a final accuracy its curve does not have": (
+        "hpo/runs/run0.json",
+        lambda r: r["metrics"].update(val_acc_final=0.999),
+        "val_acc_final 0.999 is not its curve's last point",
+    ),
+    "a best epoch below the final accuracy": (
+        "hpo/runs/run1.json",
+        lambda r: r["metrics"].update(val_acc_best_optimistic=r["metrics"]["val_acc_final"] - 0.01),
+        "its best-epoch accuracy is below its final accuracy",
+    ),
+    "an optimiser HPO did not choose": (
+        "hpo/runs/run2.json",
+        lambda r: r["config"]["recipe"].update(optimizer="adamax"),
+        "its recipe is not what",
+    ),
+    "a manifest of 64 zeros": (
+        "hpo/runs/run0.json",
+        lambda r: r["subset"].update(manifest_sha256="0" * 64),
+        "its subset manifest 000000000000... is none of the study's",
+    ),
+}
+
+
+@pytest.mark.parametrize("forgery", FORGERIES)
+def test_a_rehashed_record_that_contradicts_its_curve_manifest_or_search_fails_the_audit(study_copy, capsys, forgery):
+    record, change, reason = FORGERIES[forgery]
+    _forged(study_copy / record, change)
+    _rebuilt(study_copy / "tables" / "table3.json")
+    capsys.readouterr()
+    assert main(["report", "audit", str(study_copy / "tables" / "table3.json")]) == 1
+    assert reason in capsys.readouterr().out
+
+
+def test_a_table_rebuilt_without_some_of_a_rows_runs_fails_the_audit(study_copy, capsys):
+    screening = study_copy / "screening" / "ResNet18"
+    kept = [str(screening / f"run{run}.json") for run in (0, 1, 2)]  # run3 and run4 dropped
+    out = study_copy / "tables" / "table1"
+    assert main(["report", "table", "table1", "--group", "ResNet18", *kept, "--out-prefix", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["report", "audit", str(out.with_suffix(".json"))]) == 1
+    printed = capsys.readouterr().out
+    assert "row ResNet18: its folder holds run records the row does not name" in printed
+    assert "run3.json" in printed and "run4.json" in printed
+
+
+@pytest.mark.parametrize("edit", ["notes", "title"])
+def test_a_table_whose_notes_or_title_were_rewritten_and_rehashed_fails_the_audit(study_copy, capsys, edit):
+    path = study_copy / "tables" / "table3.json"
+    table = read_record(path)
+    table.pop("content_sha256")
+    table["notes"] = table["notes"][1:] if edit == "notes" else table["notes"]
+    table["title"] = "Table 3: HPO gains 5 points" if edit == "title" else table["title"]
+    write_record(path, table)
+    path.with_suffix(".md").write_text(render_markdown(read_record(path)))
+    path.with_suffix(".csv").write_text(render_csv(read_record(path)))
+    capsys.readouterr()
+    assert main(["report", "audit", str(path)]) == 1
+    reason = "its notes are not the ones its records" if edit == "notes" else "not the table3 title"
+    assert reason in capsys.readouterr().out
 
 
 ROW_INVARIANT_NAMES = {"budget clocks": "budget modes"}  # the clock is part of how a budget was counted

@@ -18,6 +18,14 @@ from pathlib import Path
 from haet import HaetError
 from haet.files import canonical_json, read_record, write_atomic, write_record
 from haet.records import read_run_record
+from haet.report.crosscheck import (
+    config_problems,
+    manifest_problems,
+    record_problems,
+    sibling_problems,
+    study_manifests,
+    study_of,
+)
 from haet.report.paper import FIDELITY_TARGETS, PAPER_MODELS, PAPER_VALUES, TITLES
 
 SCHEMA = "haet/table/v1"
@@ -515,6 +523,23 @@ def search_note(source: dict) -> str:
     )
 
 
+def table_notes(
+    kind: str, loaded: dict[str, list[tuple[str, dict]]], rows: list[dict], allow_mixed_images: bool, searches: list
+) -> list[str]:
+    """A table's notes, every one derived from its records, rows and searches (the audit derives them again)."""
+    notes = [OPTIMISM_NOTE]
+    if any(r["subset"]["validation_from_test_split"] for records in loaded.values() for _, r in records):
+        notes.append("Validation images were drawn from the dataset's test split, as in the paper.")
+    if allow_mixed_images:
+        notes.append("The study allows runs from different images (or native runs) in one table: see `image`.")
+    notes += [search_note(source) for source in searches]
+    notes += fidelity_notes(rows) if kind == "fidelity" else []
+    left_out = [f"{item['path']} ({item['reason']})" for row in rows for item in row["excluded"]]
+    if left_out:
+        notes.append("Not counted in n, means or ranks: " + ", ".join(left_out) + ".")
+    return notes
+
+
 def make_table(
     kind: str,
     groups: dict[str, list[str]],
@@ -527,25 +552,15 @@ def make_table(
     if kind not in TITLES:
         raise HaetError(f"unknown table {kind!r}; tables: {', '.join(TITLES)}")
     loaded = {label: [(path, read_run_record(path)) for path in paths] for label, paths in groups.items()}
-    notes = [OPTIMISM_NOTE]
-    if any(r["subset"]["validation_from_test_split"] for records in loaded.values() for _, r in records):
-        notes.append("Validation images were drawn from the dataset's test split, as in the paper.")
-    if allow_mixed_images:
-        notes.append("The study allows runs from different images (or native runs) in one table: see `image`.")
     searches = [search_source(path) for path in search_summaries or []]
-    notes += [search_note(source) for source in searches]
     rows = build_rows(kind, loaded)
-    notes += fidelity_notes(rows) if kind == "fidelity" else []
-    left_out = [f"{item['path']} ({item['reason']})" for row in rows for item in row["excluded"]]
-    if left_out:
-        notes.append("Not counted in n, means or ranks: " + ", ".join(left_out) + ".")
     table = {
         "schema": SCHEMA,
         "kind": kind,
         "title": TITLES[kind],
         "columns": columns_of(kind),
         "rows": rows,
-        "notes": notes,
+        "notes": table_notes(kind, loaded, rows, allow_mixed_images, searches),
         "allow_mixed_images": allow_mixed_images,
         "searches": searches,
     }
@@ -603,6 +618,7 @@ def audit(table_path: str | Path) -> list[str]:
             loaded[row["label"]].append((source["path"], record))
     if problems:
         return problems
+    problems += cross_problems(table_path, loaded)
     problems += image_problems(table, [record for records in loaded.values() for _, record in records])
     problems += protocol_problems(loaded, table_wide=table["kind"] != "fidelity")
     for source in table.get("searches", []):
@@ -616,8 +632,11 @@ def audit(table_path: str | Path) -> list[str]:
         elif search_note(again) not in table["notes"]:
             problems.append(f"the note on {source['path']} is not what that summary says; the table was edited")
     expected = build_rows(table["kind"], loaded)
-    if table["kind"] == "fidelity" and not set(fidelity_notes(expected)) <= set(table["notes"]):
-        problems.append("the fidelity notes are not what its rows give (reference arm, paper sources): edited")
+    if table.get("title") != TITLES.get(table["kind"]):
+        problems.append(f"its title is {table.get('title')!r}, not the {table['kind']} title: the table was edited")
+    notes = table_notes(table["kind"], loaded, expected, table.get("allow_mixed_images", False), table["searches"])
+    if table.get("notes") != notes:
+        problems.append("its notes are not the ones its records, rows and searches give: the table was edited")
     for row, again in zip(table["rows"], expected, strict=True):
         for column in [*columns_of(table["kind"]), "excluded"]:
             if row.get(column) != again.get(column):
@@ -625,6 +644,20 @@ def audit(table_path: str | Path) -> list[str]:
                     f"row {row['label']}: {column} is {row.get(column)!r}, records give {again.get(column)!r}"
                 )
     return problems + rendering_problems(table_path, table)
+
+
+def cross_problems(table_path: str | Path, loaded: dict[str, list[tuple[str, dict]]]) -> list[str]:
+    """Each record against itself, its study's manifests and its stage's chosen config; each row against the
+    records beside its own (haet.report.crosscheck)."""
+    study = study_of(table_path)  # a table made outside a study (of runs picked by hand) has no study to hold to
+    manifests, problems = study_manifests(study) if study else {}, []
+    for label, records in loaded.items():
+        for path, record in records:
+            problems += record_problems(path, record)
+            if study:
+                problems += manifest_problems(path, record, manifests) + config_problems(path, record, study)
+        problems += sibling_problems(label, [path for path, _ in records]) if study else []
+    return problems
 
 
 def rendering_problems(table_path: str | Path, table: dict) -> list[str]:
