@@ -546,3 +546,32 @@ def test_on_this_machines_gpus_each_search_training_runs_on_the_gpu_it_was_given
         )
     if not share:
         assert all(len(set(running)) == len(running) for running in _gpus_at_once(log))
+
+
+def test_a_resumed_search_replays_no_logged_accuracy_its_run_records_do_not_give(tmp_path, digits_manifest, capsys):
+    """issue 21: an evaluation's accuracy raised in evaluations.jsonl (outputs to match) was adopted on resume.
+    Now the log is replayed up to that line, the rest trained again, and the search stays within its budget."""
+    config = tmp_path / "hpo.yaml"
+    epochs = {"seconds": None, "max_epochs": 1, "eval_every_epochs": 1}
+    search = {"max_evaluations": 3, "seed": 0}
+    model = {"name": "ResNet18", "width": 0.125}
+    config.write_text(yaml.safe_dump(SEARCH_CONFIG | {"model": model, "budget": epochs, "search": search}))
+    out = tmp_path / "hpo"
+    argv = ["search", "hpo", "--config", str(config), "--manifest", str(digits_manifest), "--out-dir", str(out)]
+    assert main(argv) == 0
+    log = out / "evaluations.jsonl"
+    lines = log.read_text().splitlines()
+    honest = [json.loads(line) for line in lines[1:]]
+    assert [entry["status"] for entry in honest] == ["trained"] * 3
+    forged = honest[1] | {"accuracy": 0.99, "accuracies": [0.99], "outputs": [-0.99]}
+    log.write_text("\n".join([lines[0], lines[1], json.dumps(forged, sort_keys=True), *lines[3:]]) + "\n")
+    capsys.readouterr()
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "evaluation 1 is not replayed: its accuracy 0.99 is not its run records'" in printed
+    again = [json.loads(line) for line in log.read_text().splitlines()[1:]]
+    assert len(again) == 3 and all(entry["accuracy"] != 0.99 for entry in again)
+    assert [entry["accuracy"] for entry in again] == [entry["accuracy"] for entry in honest]  # trained again
+    summary = read_record(out / "summary.json")
+    assert summary["evaluations"] == 3 and summary["best"]["accuracy"] == max(e["accuracy"] for e in honest)
+    assert len(list(out.glob("evaluations.untrusted-*.jsonl"))) == 1  # the log as it was, kept aside

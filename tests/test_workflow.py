@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -307,6 +308,29 @@ def test_a_rehashed_record_that_contradicts_its_curve_manifest_or_search_fails_t
     capsys.readouterr()
     assert main(["report", "audit", str(study_copy / "tables" / "table3.json")]) == 1
     assert reason in capsys.readouterr().out
+
+
+def test_an_edited_search_log_fails_the_audit_even_with_its_summary_rehashed_to_match(study_copy, capsys):
+    """issue 21: editing hpo/evaluations.jsonl audited ok. Edited, the log no longer matches its summary; with the
+    summary rehashed to it, its trained line no longer matches the run records it cites."""
+    log = study_copy / "hpo" / "evaluations.jsonl"
+    lines = log.read_text().splitlines()
+    entries = [json.loads(line) for line in lines[1:]]
+    index = next(i for i, entry in enumerate(entries) if entry["status"] == "trained")
+    entries[index] |= {"accuracy": 0.99, "accuracies": [0.99], "outputs": [-0.99]}
+    log.write_text("\n".join([lines[0], *(json.dumps(entry, sort_keys=True) for entry in entries)]) + "\n")
+    table = str(study_copy / "tables" / "table3.json")
+    capsys.readouterr()
+    assert main(["report", "audit", table]) == 1
+    assert "is missing or is not the log" in capsys.readouterr().out
+    summary = read_record(study_copy / "hpo" / "summary.json")
+    summary.pop("content_sha256")
+    summary["log_sha256"] = hashlib.sha256(log.read_bytes()).hexdigest()
+    write_record(study_copy / "hpo" / "summary.json", summary)
+    _rebuilt(study_copy / "tables" / "table3.json")
+    capsys.readouterr()
+    assert main(["report", "audit", table]) == 1
+    assert f"evaluation {index} logs accuracy 0.99, its run records give" in capsys.readouterr().out
 
 
 def test_a_table_rebuilt_without_some_of_a_rows_runs_fails_the_audit(study_copy, capsys):

@@ -7,18 +7,21 @@ back fine. So the audit also holds
   whole;
 - each run record to the config its stage gave it: a NAS model's records to that search's best.yaml, the tuned
   runs' records to the HPO search's tuned.yaml;
-- each row to the run records beside its own: a folder of runs holds none the row leaves unnamed.
+- each row to the run records beside its own: a folder of runs holds none the row leaves unnamed;
+- each search a table names to its log, and each trained evaluation of the log to the run records it cites.
 What it cannot catch is a forger who reruns the whole chain consistently (README, "What the audit proves").
 """
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import yaml
 
 from haet import HaetError
 from haet.files import read_record
+from haet.records import read_run_record, read_search_log
 
 MANIFEST_SCHEMA = "haet/subset-manifest/v1"
 
@@ -126,3 +129,34 @@ def sibling_problems(label: str, sources: list[str]) -> list[str]:
         f"row {label}: its folder holds run records the row does not name: {', '.join(unnamed)} (a row that left "
         "runs out; remove records of runs the study no longer makes)"
     ]
+
+
+METRIC_FIELDS = {"final": "val_acc_final", "best_epoch": "val_acc_best_optimistic"}  # what a search scores
+
+
+def search_log_problems(summary_path: str) -> list[str]:
+    """A search's log against its summary (its hash) and every trained evaluation against its run records."""
+    try:
+        summary, evaluations = read_search_log(summary_path)
+    except HaetError as exc:
+        return [str(exc)]
+    field = METRIC_FIELDS[summary["problem"]["metric"]]
+    problems = []
+    for entry in evaluations:
+        if entry.get("status") != "trained":
+            continue
+        try:
+            records = [read_run_record(source["path"]) for source in entry["records"]]
+        except HaetError as exc:
+            problems.append(f"{summary_path}: evaluation {entry['index']}: {exc}")
+            continue
+        cited = [source["content_sha256"] for source in entry["records"]]
+        accuracies = [record["metrics"][field] for record in records]
+        if [record["content_sha256"] for record in records] != cited or entry["accuracy"] != statistics.fmean(
+            accuracies
+        ):
+            problems.append(
+                f"{summary_path}: evaluation {entry['index']} logs accuracy {entry['accuracy']!r}, its run records "
+                f"give {statistics.fmean(accuracies)!r}"
+            )
+    return problems

@@ -22,6 +22,7 @@ from haet.report.crosscheck import (
     config_problems,
     manifest_problems,
     record_problems,
+    search_log_problems,
     sibling_problems,
     study_manifests,
     study_of,
@@ -622,6 +623,7 @@ def audit(table_path: str | Path) -> list[str]:
     problems += image_problems(table, [record for records in loaded.values() for _, record in records])
     problems += protocol_problems(loaded, table_wide=table["kind"] != "fidelity")
     for source in table.get("searches", []):
+        problems += search_log_problems(source["path"])
         try:
             again = search_source(source["path"])
         except HaetError as exc:

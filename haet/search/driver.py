@@ -68,6 +68,8 @@ class Problem(Protocol):
 
     def best(self, history: list[dict]) -> dict | None: ...
 
+    def replay_problem(self, entry: dict) -> str | None: ...
+
 
 @dataclass(frozen=True)
 class SearchResult:
@@ -115,6 +117,24 @@ def read_log(path: Path, header: dict, new_log_if_changed: bool = False) -> list
             # a torn last line is what a kill during the append leaves: that evaluation is done again
     if entries and [entry["index"] for entry in entries] != list(range(len(entries))):
         raise SearchError(f"{path}: evaluation indices are not consecutive; the log is damaged")
+    return entries
+
+
+def trusted_prefix(problem: Problem, path: Path, header: dict, entries: list[dict]) -> list[dict]:
+    """The logged evaluations a resume may replay: those before the first that does not match its run records
+    (problem.replay_problem). The log is cut back to them, the whole one kept aside, and the rest evaluated again."""
+    for position, entry in enumerate(entries):
+        reason = problem.replay_problem(entry)
+        if reason is None:
+            continue
+        aside = path.with_name(f"{path.stem}.untrusted-{int(time.time())}.jsonl")
+        path.rename(aside)
+        write_atomic(path, "".join(json.dumps(line, sort_keys=True) + "\n" for line in [header, *entries[:position]]))
+        print(
+            f"{path}: evaluation {entry['index']} is not replayed: {reason}; it and the {len(entries) - position - 1} "
+            f"after it are evaluated again (the log as it was is kept as {aside.name})"
+        )
+        return entries[:position]
     return entries
 
 
@@ -199,7 +219,7 @@ def _run_locked(
         "nomad_parameters": parameters,
     }
     log_path = out_dir / "evaluations.jsonl"
-    history = read_log(log_path, header, new_log_if_changed)
+    history = trusted_prefix(problem, log_path, header, read_log(log_path, header, new_log_if_changed))
     memo = {point_key(entry["point"]): entry for entry in history}
 
     context = multiprocessing.get_context("spawn")
@@ -256,6 +276,8 @@ def _run_locked(
             if fresh and stop["requested"]:
                 status = "interrupted"
                 break
+            if fresh and len(history) >= settings.max_evaluations:
+                break  # NOMAD's own count can fall short of the log's when a resumed search's points differ
             unique_fresh = list({point_key(point): point for point in fresh}.values())
             if unique_fresh:
                 block_start = time.perf_counter()

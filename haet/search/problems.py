@@ -291,6 +291,29 @@ class TrainingProblem:
         write_atomic(out_dir / "tuned.yaml", yaml.safe_dump(tuned, sort_keys=False))
         return provenance
 
+    def replay_problem(self, entry: dict) -> str | None:
+        """Why a logged evaluation may not be replayed on resume (None: it may): a trained one whose run records do
+        not read back as the ones it cites, or whose accuracy or outputs to NOMAD are not its records'."""
+        if entry.get("status") != "trained":
+            return None
+        try:
+            records = [(source["path"], read_run_record(source["path"])) for source in entry["records"]]
+            cited = [source["content_sha256"] for source in entry["records"]]
+        except (HaetError, KeyError, TypeError) as exc:
+            return f"its run records do not read back ({exc})"
+        if [record["content_sha256"] for _, record in records] != cited:
+            return "its run records are not the ones it cites"
+        measured = self.trained_fields(records)
+        if entry.get("accuracy") != measured["accuracy"] or entry.get("accuracies") != measured["accuracies"]:
+            return f"its accuracy {entry.get('accuracy')!r} is not its run records' ({measured['accuracy']!r})"
+        if entry.get("outputs") != self.outputs_of(entry):
+            return f"its outputs to NOMAD {entry.get('outputs')!r} are not its accuracy's"
+        return None
+
+    def outputs_of(self, entry: dict) -> list[float]:
+        """What a trained evaluation reports to NOMAD, from its logged fields."""
+        raise NotImplementedError
+
     def trained_fields(self, records: list[tuple[str, dict]]) -> dict:
         """A trained point: the mean of the search's metric over its subsets, and the records behind it."""
         accuracies = [record["metrics"][METRICS[self.metric]] for _, record in records]
@@ -385,14 +408,20 @@ class NasProblem(TrainingProblem):
             if isinstance(outcome, str):
                 results[position] = fields | {"ok": False, "outputs": None, "status": "failed", "reason": outcome}
                 continue
-            measured = self.trained_fields(outcome)
-            shortfall = self.baseline_acc - measured["accuracy"]
-            results[position] = (
-                fields
-                | measured
-                | {"ok": True, "outputs": [fields["macs"], shortfall], "status": "trained", "feasible": shortfall <= 0}
-            )
+            measured = fields | self.trained_fields(outcome)
+            outputs = self.outputs_of(measured)
+            trained = {"ok": True, "outputs": outputs, "status": "trained", "feasible": outputs[1] <= 0}
+            results[position] = measured | trained
         return results
+
+    def outputs_of(self, entry: dict) -> list[float]:
+        return [entry["macs"], self.baseline_acc - entry["accuracy"]]  # the objective, and the accuracy shortfall
+
+    def replay_problem(self, entry: dict) -> str | None:
+        reason = super().replay_problem(entry)
+        if reason is None and entry.get("status") == "trained" and entry.get("feasible") != (entry["outputs"][1] <= 0):
+            return f"it is logged {'feasible' if entry.get('feasible') else 'infeasible'} against its accuracy"
+        return reason
 
     def baseline_macs(self) -> int:
         model = self.base.model
@@ -482,10 +511,12 @@ class HpoProblem(TrainingProblem):
                 results[position] = decoded | {"ok": False, "outputs": None, "status": "failed", "reason": outcome}
                 continue
             measured = self.trained_fields(outcome)
-            results[position] = (
-                decoded | measured | {"ok": True, "outputs": [-measured["accuracy"]], "status": "trained"}
-            )
+            trained = {"ok": True, "outputs": self.outputs_of(measured), "status": "trained"}
+            results[position] = decoded | measured | trained
         return results
+
+    def outputs_of(self, entry: dict) -> list[float]:
+        return [-entry["accuracy"]]  # NOMAD minimises
 
     def best(self, history: list[dict]) -> dict | None:
         trained = [entry for entry in history if entry["status"] == "trained"]
