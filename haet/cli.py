@@ -91,13 +91,16 @@ def cmd_data_subset(args: argparse.Namespace) -> int:
 
 
 def cmd_data_verify(args: argparse.Namespace) -> int:
-    from haet.data.subsets import load_subset, read_manifest
+    from haet.data.subsets import derivation_problem, load_subset, read_manifest
 
     manifest = read_manifest(args.manifest)
+    problem = derivation_problem(manifest, args.root)
+    if problem:
+        raise HaetError(f"{args.manifest}: not the subset its spec draws: {problem}")
     subset = load_subset(manifest, args.root)
     print(
-        f"{args.manifest}: ok ({len(subset.train.labels)} train + {len(subset.validation.labels)} validation "
-        "images match their sha256)"
+        f"{args.manifest}: ok (drawn again from its spec, seed and run: the same indices; "
+        f"{len(subset.train.labels)} train + {len(subset.validation.labels)} validation images match their sha256)"
     )
     return 0
 

@@ -146,3 +146,29 @@ def test_paper_sized_subset_of_real_cifar10(tmp_path):
     subset = load_subset(read_manifest(tmp_path / "m.json"))
     assert subset.train.images.shape == (5000, 32, 32, 3)
     assert subset.train.class_names[-1] == "truck"
+
+
+def test_data_verify_draws_the_manifest_again_and_refuses_a_crafted_one_whose_hashes_all_agree(tmp_path, capsys):
+    """issue 21: one image a class repeated, images, labels, counts and the content hash recomputed, verified ok
+    and trained. A manifest is a function of its dataset, spec, seed and run: verify draws it again."""
+    from haet.data import load_split
+    from haet.data.subsets import _part
+
+    manifest = make_manifest(DIGITS)
+    split = load_split("digits", "train", None)
+    first_of_class = {}
+    for index in manifest["train"]["indices"]:
+        first_of_class.setdefault(int(split.labels[index]), index)
+    crafted = [first_of_class[int(split.labels[index])] for index in manifest["train"]["indices"]]
+    manifest["train"] = _part(split, np.asarray(crafted))  # every hash of the part recomputed, as a forger would
+    path = tmp_path / "crafted.json"
+    write_manifest(manifest, path)
+    load_subset(read_manifest(path))  # its images match its hashes: loading alone cannot tell
+    assert main(["data", "verify", str(path)]) == 2
+    assert "not the subset its spec draws: its train indices are not the ones spec, seed and run 0 draw" in (
+        capsys.readouterr().err
+    )
+    honest = tmp_path / "honest.json"
+    write_manifest(make_manifest(DIGITS), honest)
+    assert main(["data", "verify", str(honest)]) == 0
+    assert "drawn again from its spec, seed and run: the same indices" in capsys.readouterr().out

@@ -7,6 +7,7 @@ the same manifest byte for byte; run k uses a seed derived from (seed, k), so k 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -166,6 +167,25 @@ def read_manifest(path: str | Path) -> dict:
     manifest = read_record(path)
     validate_manifest(manifest, str(path))
     return manifest
+
+
+def derivation_problem(manifest: dict, root: str | None = None) -> str | None:
+    """Why a manifest is not the draw its own spec, seed and run make (None: it is). A manifest is a function of
+    (dataset, spec, seed, run), so one crafted by hand, its hashes recomputed, is caught by drawing it again."""
+    try:
+        spec = SubsetSpec(**manifest["spec"])
+    except (HaetError, TypeError) as exc:
+        return f"its spec describes no draw ({exc})"
+    if spec.sha256() != manifest["spec_sha256"]:
+        return "its spec does not hash to its spec_sha256"
+    again = make_manifest(dataclasses.replace(spec, root=root) if root is not None else spec, manifest["run"])
+    for key in ("subset_seed", "class_names"):
+        if again[key] != manifest[key]:
+            return f"its {key} is not what spec, seed and run {manifest['run']} give"
+    for role in ("train", "validation"):
+        if again[role]["indices"] != manifest[role]["indices"]:
+            return f"its {role} indices are not the ones spec, seed and run {manifest['run']} draw"
+    return None
 
 
 def _edited_selection(manifest: dict, root: str | None) -> bool:
