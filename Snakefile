@@ -10,6 +10,8 @@ from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
+from haet.config import load_config
+
 min_version("9.0")
 
 
@@ -21,6 +23,9 @@ if not workflow.config_settings.configfiles:
     configfile: Path(workflow.basedir) / "workflow/config/default.yaml"
 
 
+# A key named twice in a config file: Snakemake's YAML keeps the last one silently; refused here, naming the line.
+for configfile_path in workflow.config_settings.configfiles:
+    load_config(configfile_path)
 validate(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 
 # Where rules run (the `container` section): natively (engine none), in the image through the Docker Engine API
@@ -48,9 +53,11 @@ if in_apptainer or CONTAINER["engine"] == "kubernetes":  # the run records name 
     )
 
 
-# Before the first job (common.smk): container.engine kubernetes with the Kubernetes executor, and the same image.
+# Before the first job (common.smk): container.engine kubernetes with the Kubernetes executor, and the same image;
+# every model the study names is one of haet's (torch is imported here, not while a dry run plans).
 onstart:
     check_kubernetes_run(workflow, CONTAINER)
+    check_models(config)
 
 
 if CONTAINER["engine"] == "kubernetes":  # Apptainer passes the host's environment in; the Kubernetes executor

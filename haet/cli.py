@@ -33,8 +33,16 @@ def config_layer(text: str) -> dict:
 
     if not text.lstrip().startswith("{"):
         return load_config(text)
+
+    def unique(pairs: list[tuple[str, object]]) -> dict:
+        keys = [key for key, _ in pairs]
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        if twice:
+            raise HaetError(f"the inline --config names {twice[0]!r} twice; give each key once")
+        return dict(pairs)
+
     try:
-        config = json.loads(text)
+        config = json.loads(text, object_pairs_hook=unique)
     except json.JSONDecodeError as exc:
         raise HaetError(f"--config {text[:40]!r}... is not valid JSON ({exc})") from None
     if not isinstance(config, dict):
@@ -165,8 +173,13 @@ TRAIN_FLAGS = {  # flag -> (config section, key, type)
 def merged_config(args: argparse.Namespace) -> dict:
     """The --config layers in command-line order: a later layer's keys override an earlier layer's, per section."""
     merged: dict = {}
-    for layer in (config_layer(text) for text in args.config or []):
+    for text in args.config or []:
+        layer = config_layer(text)
         for name, section in layer.items():
+            if section is None:  # `{"recipe": null}` would reset every earlier layer's recipe to the defaults
+                raise HaetError(
+                    f"config section {name!r} is empty (null) in --config {text[:60]}: give its keys or leave it out"
+                )
             if isinstance(section, dict) and isinstance(merged.get(name), dict):
                 merged[name] = merged[name] | section
             else:

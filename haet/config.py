@@ -13,16 +13,37 @@ DATA_KEYS = {"dataset", "root", "options"}
 SUBSET_KEYS = {"train_per_class", "val_per_class", "val_split", "seed", "runs"}
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that names a key twice (plain YAML keeps the last, silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (first on line {seen[key] + 1})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str, where: str):
+    """YAML text as data, a key named twice in one mapping refused (HaetError naming where and the line)."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 -- a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise HaetError(f"{where}: not valid YAML ({exc})") from None
+
+
 def load_config(path: str | Path) -> dict:
     path = Path(path)
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        config = load_yaml(path.read_text(encoding="utf-8"), str(path))
     except FileNotFoundError:
         raise HaetError(f"{path}: config file not found") from None
     except OSError as exc:  # a directory, no permission
         raise HaetError(f"{path}: cannot read this config file ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise HaetError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(config, dict):
         raise HaetError(f"{path}: a config is a YAML mapping of sections (data, subsets, ...)")
     return config

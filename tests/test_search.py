@@ -575,3 +575,23 @@ def test_a_resumed_search_replays_no_logged_accuracy_its_run_records_do_not_give
     summary = read_record(out / "summary.json")
     assert summary["evaluations"] == 3 and summary["best"]["accuracy"] == max(e["accuracy"] for e in honest)
     assert len(list(out.glob("evaluations.untrusted-*.jsonl"))) == 1  # the log as it was, kept aside
+
+
+@pytest.mark.parametrize(
+    ("settings", "error"),
+    [
+        ({"seed": 10**20}, r"search.seed must be an integer in \[0, 2147483647\]"),
+        ({"max_evaluations": 10**9}, r"search.max_evaluations must be an integer in \[1, 100000\]"),
+    ],
+)
+def test_search_settings_past_what_nomad_takes_are_refused_before_it_starts(settings, error):
+    with pytest.raises(SearchError, match=error):
+        SearchSettings(**settings)
+
+
+def test_a_setting_nomad_refuses_says_so_and_does_not_suggest_a_resume(tmp_path):
+    """NOMAD kills its process on a parameter it does not know, before proposing anything (issue 21, item 8)."""
+    with pytest.raises(
+        SearchError, match=r"before it proposed a point: it refused a setting \(direction_type 'SIDEWAYS"
+    ):
+        run_search(ConstrainedQuadratic(), SearchSettings(max_evaluations=3, direction_type="SIDEWAYS 7"), tmp_path)

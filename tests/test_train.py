@@ -196,11 +196,37 @@ def test_same_seed_and_epoch_budget_give_identical_records(digits, pipeline, aug
         (lambda: Recipe(label_smoothing="x"), r"label_smoothing must be a number in \[0, 1\)"),
         (lambda: ModelSpec(name=18), r"model name must be a model's name"),
         (lambda: TrainConfig.from_dict({"recipe": [1, 2]}), r"config section 'recipe' must be a mapping"),
+        (lambda: TrainConfig.from_dict({"recipe": None}), r"config section 'recipe' is empty \(null\)"),
+        (lambda: ModelSpec(depth=10000), r"depth multiplier must be at most 16"),
+        (lambda: ModelSpec(width=1000), r"width multiplier must be at most 16"),
+        (lambda: ModelSpec(depth=1e308), r"depth multiplier must be at most 16"),
+        (lambda: Runtime(threads=100000), r"threads must be at most 512"),
+        (lambda: Runtime(workers=10**6), r"workers must be at most 256"),
     ],
 )
 def test_bad_recipes_are_refused_before_training(build, message):
     with pytest.raises(HaetError, match=message):
         build()
+
+
+@pytest.mark.parametrize(
+    ("layer", "error"),
+    [
+        ('{"recipe": null}', "config section 'recipe' is empty (null) in --config"),
+        ('{"recipe": {"lr": 0.1, "lr": 0.2}}', "the inline --config names 'lr' twice"),
+        ("file:recipe:\n  lr: 0.1\n  lr: 0.2\n", "key 'lr' appears twice (first on line 2)"),
+    ],
+)
+def test_a_null_section_or_a_key_given_twice_is_refused_not_silently_resolved(tmp_path, capsys, layer, error):
+    from haet.cli import main
+
+    if layer.startswith("file:"):
+        (tmp_path / "twice.yaml").write_text(layer.removeprefix("file:"))
+        layer = str(tmp_path / "twice.yaml")
+    argv = ["train", "--manifest", "m.json", "--config", '{"recipe": {"lr": 0.05}}', "--config", layer]
+    assert main([*argv, "--out", str(tmp_path / "r.json")]) == 2
+    assert error in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
 
 
 def test_a_config_section_that_is_a_list_is_a_one_line_error_on_the_command_line(tmp_path, capsys):

@@ -460,6 +460,32 @@ def test_broken_config_gets_a_schema_error_naming_the_key(tmp_path):
     assert "modelz" in output and "models" in output
 
 
+@pytest.mark.parametrize(
+    ("edit", "where", "error"),
+    [
+        (lambda text: text.replace("study: default", "study: .."), "-n", "'..' does not match"),
+        (
+            lambda text: text.replace("models: [ResNet18,", "models: [ResNet99,"),
+            "--cores",
+            "unknown model 'ResNet99' in the study config",
+        ),
+        (lambda text: text + "study: other\n", "-n", "key 'study' appears twice"),
+    ],
+    ids=["study outside results", "unregistered model", "a key twice"],
+)
+def test_a_study_config_that_would_misplace_fail_late_or_silently_pick_a_value_runs_nothing(
+    tmp_path, edit, where, error
+):
+    """issue 21: study '..' wrote at the checkout's root; a model name the pattern allows but haet lacks failed
+    after 6 jobs; a key given twice took the last value silently."""
+    config = tmp_path / "study.yaml"
+    config.write_text(edit((REPO / "workflow" / "config" / "default.yaml").read_text()))
+    result = snakemake(tmp_path / "work", where, *(["1"] if where == "--cores" else []), "--configfile", str(config))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and error in output, output[-2000:]
+    assert not (tmp_path / "work" / "results").exists() and not (tmp_path / "subsets").exists()
+
+
 def test_a_model_name_that_is_shell_code_is_refused_before_anything_runs(tmp_path):
     config = yaml.safe_load((REPO / "workflow" / "config" / "default.yaml").read_text())
     config["screening"]["models"] = ["ResNet18$(touch${IFS}PWNED)", "ResNet18"]

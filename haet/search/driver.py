@@ -25,7 +25,7 @@ from typing import Protocol
 
 from haet.files import canonical_json, sha256_bytes, sha256_file, write_atomic, write_record
 from haet.search.nomad_process import run_nomad
-from haet.search.space import SearchError, Variable, nomad_parameters
+from haet.search.space import MAX_SEED, SearchError, Variable, nomad_parameters
 
 STARTUP_ALLOWANCE_S = 60.0
 
@@ -46,10 +46,10 @@ class SearchSettings:
     nomad_timeout_s: float = 300.0  # longest NOMAD may think between evaluations before it counts as hung
 
     def __post_init__(self) -> None:
-        for name, minimum in (("max_evaluations", 1), ("seed", 0), ("block_size", 1)):
+        for name, minimum, maximum in (("max_evaluations", 1, 100_000), ("seed", 0, MAX_SEED), ("block_size", 1, 1024)):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise SearchError(f"search.{name} must be an integer >= {minimum}, got {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
+                raise SearchError(f"search.{name} must be an integer in [{minimum}, {maximum}], got {value!r}")
         if not isinstance(self.direction_type, str) or not self.direction_type.strip():
             raise SearchError(f"search.direction_type must be a NOMAD direction type, got {self.direction_type!r}")
         check_seconds("search.nomad_timeout_s", self.nomad_timeout_s)
@@ -247,7 +247,7 @@ def _run_locked(
     previous_handler = signal.signal(signal.SIGINT, request_stop)
     nomad.start()
     child_end.close()
-    status, nomad_result, replayed = "finished", None, 0
+    status, nomad_result, replayed, answered = "finished", None, 0, False
     wait_s = max(settings.nomad_timeout_s, STARTUP_ALLOWANCE_S)  # the first answer includes starting the process
     try:
         while True:
@@ -260,10 +260,17 @@ def _run_locked(
                 message = parent_end.recv()
             except (EOFError, OSError):
                 nomad.join(5)
+                if not answered:  # NOMAD kills its process on a parameter it refuses, before its first point
+                    raise SearchError(
+                        f"NOMAD's process died (exit code {nomad.exitcode}) before it proposed a point: it refused a "
+                        f"setting (direction_type {settings.direction_type!r}, seed {settings.seed}, the variables' "
+                        f"bounds; see {out_dir / 'nomad.log'}); nothing was evaluated, so fix the setting"
+                    ) from None
                 raise SearchError(
                     f"NOMAD's process died (exit code {nomad.exitcode}) after {len(history)} logged evaluations; "
                     "the log is intact: rerun the same search to resume from it"
                 ) from None
+            answered = True
             wait_s = settings.nomad_timeout_s
             if message[0] == "finished":
                 nomad_result = message[1]

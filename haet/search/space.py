@@ -52,6 +52,9 @@ class Variable:
                     )
 
 
+MAX_SEED = 2**31 - 1
+
+
 def nomad_parameters(
     variables: list[Variable],
     output_types: list[str],
@@ -67,8 +70,8 @@ def nomad_parameters(
         raise SearchError(f"max_evaluations must be a positive integer, got {max_evaluations!r}")
     if not isinstance(block_size, int) or block_size < 1:
         raise SearchError(f"block_size must be a positive integer, got {block_size!r}")
-    if not isinstance(seed, int) or seed < 0:
-        raise SearchError(f"seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise SearchError(f"seed must be an integer in [0, {MAX_SEED}] (NOMAD's seed is a C int), got {seed!r}")
     types = " ".join(variable.kind for variable in variables)
     lines = [
         f"DIMENSION {len(variables)}",

@@ -49,6 +49,16 @@ def _integer(name: str, value: object, minimum: int) -> None:
         raise RecipeError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
+# torch's CPU threads and the loader's worker processes: far above any machine's cores, below what crashes (100,000
+# threads segfaulted torch)
+MAX_THREADS, MAX_WORKERS = 512, 256
+
+
+def _at_most(name: str, value: int, maximum: int) -> None:
+    if value > maximum:
+        raise RecipeError(f"{name} must be at most {maximum}, got {value!r}")
+
+
 def _fraction(name: str, value: object, upper_inclusive: bool) -> None:
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < 0 or value > 1 or (value == 1 and not upper_inclusive):
@@ -160,8 +170,10 @@ class Runtime:
         _choice("pipeline", self.pipeline, PIPELINES)
         _choice("precision", self.precision, PRECISIONS)
         _integer("workers", self.workers, 0)
+        _at_most("workers", self.workers, MAX_WORKERS)
         if self.threads is not None:
             _integer("threads", self.threads, 1)
+            _at_most("threads", self.threads, MAX_THREADS)
         _integer("eval_batch_size", self.eval_batch_size, 1)
         if self.seed is not None:
             _integer("seed", self.seed, 0)
@@ -179,6 +191,8 @@ class TrainConfig:
         """Build from nested sections, naming any unknown section or key."""
         sections = {}
         for section in dataclasses.fields(cls):
+            if section.name in config and config[section.name] is None:  # `recipe:` with nothing under it
+                raise RecipeError(f"config section {section.name!r} is empty (null): give its keys or leave it out")
             values = config.get(section.name) or {}
             if not isinstance(values, dict):
                 raise RecipeError(f"config section {section.name!r} must be a mapping")

@@ -35,6 +35,19 @@ def check_storage_tools(workflow):
         )
 
 
+def check_models(config):
+    """Before the first job: every model the study names (screening, NAS settings, fidelity arms) is registered."""
+    from haet.models import MODELS
+
+    named = set(config["screening"]["models"]) | set(config["nas"].get("per_model", {}))
+    fidelity = config.get("fidelity") or {"train": {}, "arms": {}}
+    for settings in fidelity["arms"].values():
+        named.add((fidelity["train"].get("model", {}) | settings.get("train", {}).get("model", {})).get("name", ""))
+    unknown = sorted(name for name in named if name and name not in MODELS)
+    if unknown:
+        raise ValueError(f"unknown model {unknown[0]!r} in the study config; haet's models: {', '.join(MODELS)}")
+
+
 def haet_command(container, data_roots):
     """The prefix every rule's command starts with: `haet`, or `haet container run ... --` for engine docker,
     which runs the same command inside the image (the working folder read-write, the data roots read-only)."""
