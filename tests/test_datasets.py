@@ -227,6 +227,28 @@ def test_mini_imagenet_errors(tmp_path):
         load_split("mini-imagenet", "train", str(path), train_per_class=3, test_per_class=2, num_classes=2)
 
 
+@pytest.mark.parametrize(
+    ("edit", "error"),
+    [
+        (lambda d, first: d[first].__setitem__(0, -25), r"class n\d+ lists row -25; rows are integers in \[0, 40\)"),
+        (lambda d, first: d[first].__setitem__(0, -5), r"class n\d+ lists row -5"),  # once another class's image
+        (lambda d, first: d[first].__setitem__(0, 40), r"lists row 40; rows are integers in \[0, 40\)"),
+        (lambda d, first: d[first].__setitem__(0, 3.0), r"lists row 3.0"),
+        (lambda d, first: d[first].__setitem__(0, "3"), r"lists row '3'"),
+        (lambda d, first: d[first].__setitem__(1, d[first][0]), r"row \d+ is listed by class n\d+ and again"),
+        (lambda d, first: d[CLASS_IDS[1]].__setitem__(0, d[first][0]), r"and again by class"),  # two classes
+    ],
+    ids=["-25", "-5", "past the end", "float", "string", "one image twice", "two classes share one"],
+)
+def test_a_mini_imagenet_class_dict_must_list_each_row_once_as_an_integer_in_range(tmp_path, edit, error):
+    path = tmp_path / "mini-imagenet-cache-train.pkl"
+    image_data, class_dict = write_mini_imagenet_cache(path, CLASS_IDS, per_class=10)
+    edit(class_dict, CLASS_IDS[0])
+    path.write_bytes(pickle.dumps({"image_data": image_data, "class_dict": class_dict}, protocol=4))
+    with pytest.raises(DataError, match=error):
+        load_split("mini-imagenet", "train", str(path), num_classes=2, train_per_class=6, test_per_class=4)
+
+
 # --- registry -----------------------------------------------------------------------------------------------
 
 

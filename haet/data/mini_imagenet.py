@@ -37,6 +37,32 @@ def _protocol_positions(count: int, split: str, train_per_class: int, test_per_c
     return range(train_per_class) if split == "train" else range(count - test_per_class, count)
 
 
+def _checked_class_dict(path: Path, class_dict: dict, rows: int) -> dict[str, list[int]]:
+    """class_dict as class id -> row indices, each an integer row of image_data, no row in two places: a negative
+    index would quietly take another image, a repeated one train on its own test image."""
+    checked, owner = {}, {}
+    for key, members in class_dict.items():
+        class_id = key.decode() if isinstance(key, bytes) else key
+        if not isinstance(class_id, str) or not isinstance(members, list | tuple | np.ndarray):
+            raise DataError(f"{path}: class_dict maps {key!r} to {type(members).__name__}, not a list of rows")
+        indices = []
+        for member in members:
+            integral = isinstance(member, int | np.integer) and not isinstance(member, bool | np.bool_)
+            if not integral or not 0 <= int(member) < rows:
+                raise DataError(
+                    f"{path}: class {class_id} lists row {member!r}; rows are integers in [0, {rows}) of image_data"
+                )
+            if int(member) in owner:
+                raise DataError(
+                    f"{path}: row {int(member)} is listed by class {owner[int(member)]} and again by class "
+                    f"{class_id}: each image belongs to one class, once"
+                )
+            owner[int(member)] = class_id
+            indices.append(int(member))
+        checked[class_id] = indices
+    return checked
+
+
 def _from_cache(
     path: Path, split: str, num_classes: int, train_n: int, test_n: int, size: int | None, class_order: str
 ) -> Split:
@@ -47,19 +73,18 @@ def _from_cache(
         raise DataError(f"{path}: not a Mini-ImageNet cache (expected a dict with 'image_data' and 'class_dict')")
     if image_data.dtype != np.uint8 or image_data.ndim != 4 or image_data.shape[-1] != 3:
         raise DataError(f"{path}: image_data is {image_data.dtype} {image_data.shape}, expected uint8 N x H x W x 3")
-    class_ids = [key.decode() if isinstance(key, bytes) else key for key in class_dict]  # the pickle's order
+    class_dict = _checked_class_dict(path, class_dict, len(image_data))
+    class_ids = list(class_dict)  # the pickle's order
     if class_order == "sorted":
         class_ids.sort()
     if len(class_ids) < num_classes:
         raise DataError(f"{path}: {len(class_ids)} classes, fewer than the {num_classes} asked for")
     rows, labels = [], []
     for label, class_id in enumerate(class_ids[:num_classes]):
-        members = list(text_key(class_dict, class_id))
+        members = class_dict[class_id]
         positions = _protocol_positions(len(members), split, train_n, test_n, f"{path} class {class_id}")
-        rows.extend(int(members[p]) for p in positions)
+        rows.extend(members[p] for p in positions)
         labels.extend([label] * len(positions))
-    if max(rows) >= len(image_data):
-        raise DataError(f"{path}: class_dict points past the {len(image_data)} rows of image_data")
     chosen = image_data[np.asarray(rows)]
     images = chosen if size is None else np.stack([resize_bilinear(image, size) for image in chosen])
     return Split(
