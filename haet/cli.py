@@ -69,6 +69,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 def cmd_data_subset(args: argparse.Namespace) -> int:
     from haet.config import subset_spec
     from haet.data.subsets import SubsetSpec, make_manifest, write_manifest
+    from haet.files import check_writable
 
     if args.config:
         spec = subset_spec(config_layer(args.config))
@@ -87,6 +88,7 @@ def cmd_data_subset(args: argparse.Namespace) -> int:
     if from_config and args.option:
         overrides["options"] = spec.options | _options(args.option)
     spec = dataclasses.replace(spec, **overrides)
+    check_writable(args.out, (args.config if args.config and not args.config.lstrip().startswith("{") else None,))
     manifest = write_manifest(make_manifest(spec, args.run), args.out)
     train, val = manifest["train"], manifest["validation"]
     print(
@@ -221,10 +223,16 @@ BAR_FORMAT = "{l_bar}{bar}| {n:.1f}/{total:g} {unit} [{elapsed}<{remaining}{post
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from haet.containers import container_provenance
     from haet.data.subsets import load_subset, read_manifest
+    from haet.files import check_writable
     from haet.train import train, write_run_record
 
     config = train_config(args)
+    check_writable(
+        args.out, (args.manifest, *[text for text in args.config or [] if not text.lstrip().startswith("{")])
+    )
+    container_provenance()  # container variables set outside a container: refused now, not after the budget
     subset = load_subset(read_manifest(args.manifest), args.data_root)
     bars = []  # made at the first epoch, so errors raised before training print alone
     budget_s, max_epochs = config.budget.seconds, config.budget.max_epochs
@@ -248,15 +256,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         for bar in bars:
             bar.close()
-    record = write_run_record(body, args.out)
+    out = Path(args.out)
+    if body["status"] == "interrupted" and _complete_record_at(out):  # a Ctrl-C on a rerun keeps the finished run
+        out = out.with_name(f"{out.stem}.interrupted{out.suffix}")
+        print(f"{args.out} holds a complete run: this interrupted one goes to {out}", file=sys.stderr)
+    try:
+        record = write_run_record(body, out)
+    except HaetError as exc:  # the run is done: keep what it measured where the user sees it
+        print(json.dumps(body, sort_keys=True), file=sys.stderr)
+        raise HaetError(f"{exc}; the finished run's record (without provenance) is printed above") from None
     args.skip_teardown = record["runtime"]["pipeline"] == "resident"  # no loader workers to shut down (main)
     metrics = record["metrics"]
     print(
-        f"{args.out}: {record['status']}, stopped by {record['budget']['stopped_by']} after {metrics['epochs']} "
+        f"{out}: {record['status']}, stopped by {record['budget']['stopped_by']} after {metrics['epochs']} "
         f"epochs ({metrics['train_s']:.1f}s training): val_acc_final {metrics['val_acc_final']:.4f} "
         f"(best over epochs, optimistic: {metrics['val_acc_best_optimistic']:.4f})"
     )
     return 130 if record["status"] == "interrupted" else 0
+
+
+def _complete_record_at(path: Path) -> bool:
+    from haet.records import read_run_record
+
+    try:
+        return path.is_file() and read_run_record(path)["status"] == "complete"
+    except HaetError:
+        return False
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -336,6 +361,7 @@ def evaluation_printer(kind: str, max_evaluations: int):
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from haet.files import check_writable
     from haet.search import HpoProblem, NasProblem, SearchSettings, run_search
     from haet.search.gpus import search_gpus
     from haet.search.problems import baseline_accuracy
@@ -349,6 +375,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         if getattr(args, flag, None) is not None:
             search[flag] = getattr(args, flag)
     base = train_config(args, skip=("seed",))  # --seed is NOMAD's here; trainings keep their subsets' seeds
+    check_writable(Path(args.out_dir) / "summary.json", tuple(args.manifest))  # before NOMAD or any training
     settings = SearchSettings(
         **{
             key: search[key]

@@ -47,7 +47,10 @@ def write_atomic(path: str | Path, text: str | bytes) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise HaetError(f"cannot make the folder for {path} ({exc.strerror})") from None
-    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:  # a read-only or full file system, no permission
+        raise HaetError(f"cannot write {path} ({exc.strerror})") from None
     try:
         binary = isinstance(text, bytes)
         with os.fdopen(descriptor, "wb" if binary else "w", encoding=None if binary else "utf-8") as handle:
@@ -56,10 +59,37 @@ def write_atomic(path: str | Path, text: str | bytes) -> Path:
             os.fsync(handle.fileno())
         os.chmod(temp_name, 0o644)  # mkstemp makes 0600; results are meant to be shared and audited
         os.replace(temp_name, path)
+    except OSError as exc:
+        Path(temp_name).unlink(missing_ok=True)
+        raise HaetError(f"cannot write {path} ({exc.strerror})") from None
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+PROBE_BYTES = 1 << 20  # a record is tens of KB: a folder that cannot take 1 MiB now will not take one later
+
+
+def check_writable(path: str | Path, inputs: tuple = ()) -> None:
+    """Before any work: path names no input of the command, is no folder, and its folder can be made and takes a
+    write of PROBE_BYTES (a read-only or full file system is found before the budget is spent, not after)."""
+    path = Path(path)
+    for given in inputs:
+        if given is not None and Path(given).resolve() == path.resolve():
+            raise HaetError(
+                f"{path} is also an input of this command: writing it would replace {given}; give another path"
+            )
+    if path.is_dir():
+        raise HaetError(f"{path} is a directory: give a file path to write to")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent) as probe:
+            probe.write(b"\0" * PROBE_BYTES)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        raise HaetError(f"cannot write to {path.parent} ({exc.strerror}); nothing was done") from None
 
 
 def content_hash(obj: dict) -> str:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -578,3 +579,80 @@ def test_haet_bench_json_has_every_recipe_and_pipeline_with_ratios(tmp_path, cap
     assert [row["pipeline"] for row in rows] == ["loader", "resident", "bare"]
     assert rows[0]["vs_loader"] == 1.0 and rows[2]["vs_bare"] == 1.0
     assert all(row["images_per_s"] > 0 and row["precision"] == AUTO_PRECISION for row in rows)
+
+
+@pytest.fixture
+def digits_manifest_file(tmp_path) -> Path:
+    path = tmp_path / "subset.json"
+    write_manifest(make_manifest(SubsetSpec("digits", train_per_class=20, val_per_class=10)), path)
+    return path
+
+
+TINY = (
+    '{"model": {"width": 0.125, "resolution": 0.5}, "recipe": {"batch_size": 32, "augment": "none"}, '
+    '"budget": {"seconds": null, "max_epochs": 1}, "runtime": {"pipeline": "resident", "workers": 0}}'
+)
+
+
+def _mounted(folder: Path, options: str) -> bool:
+    folder.mkdir()
+    return (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True).returncode
+        == 0
+    )
+
+
+@pytest.mark.parametrize("where", ["the manifest", "a folder", "under a file", "a full disk", "a read-only disk"])
+def test_an_output_that_cannot_be_written_or_names_an_input_is_refused_before_training(
+    tmp_path, digits_manifest_file, capsys, where
+):
+    """issue 21: such outputs were found only after the budget, as tracebacks, or replaced the input."""
+    original = digits_manifest_file.read_bytes()
+    out = {
+        "the manifest": digits_manifest_file,
+        "a folder": tmp_path,
+        "under a file": digits_manifest_file / "run.json",
+        "a full disk": tmp_path / "full" / "run.json",
+        "a read-only disk": tmp_path / "ro" / "run.json",
+    }[where]
+    if where in ("a full disk", "a read-only disk"):
+        options = "size=256k" if where == "a full disk" else "ro"
+        if not _mounted(out.parent, options):
+            if os.environ.get("CI"):
+                pytest.fail(f"could not mount a tmpfs ({options}) to test {where}")
+            pytest.skip(f"cannot mount a tmpfs here ({options}): needs root")
+    try:
+        argv = ["train", "--quiet", "--manifest", str(digits_manifest_file), "--config", TINY, "--out", str(out)]
+        assert main(argv) == 2
+        error = capsys.readouterr().err
+    finally:
+        if where in ("a full disk", "a read-only disk"):
+            subprocess.run(["umount", str(out.parent)], check=False)
+    assert error.startswith("haet: error: ") and error.count("\n") == 1 and "Traceback" not in error
+    reason = {
+        "the manifest": "is also an input of this command",
+        "a folder": "is a directory",
+        "under a file": "cannot write to",
+        "a full disk": "No space left on device",
+        "a read-only disk": "Read-only file system",
+    }[where]
+    assert reason in error and "epoch" not in error
+    assert digits_manifest_file.read_bytes() == original
+
+
+def test_an_interrupted_rerun_keeps_the_complete_record_and_writes_beside_it(
+    tmp_path, digits_manifest_file, monkeypatch, capsys
+):
+    out = tmp_path / "run.json"
+    argv = ["train", "--quiet", "--manifest", str(digits_manifest_file), "--config", TINY, "--out", str(out)]
+    assert main(argv) == 0
+    complete = out.read_bytes()
+    finished = read_run_record(out)
+    interrupted = {key: value for key, value in finished.items() if key not in ("provenance", "content_sha256")}
+    interrupted = interrupted | {"status": "interrupted", "budget": finished["budget"] | {"stopped_by": "interrupt"}}
+    monkeypatch.setattr("haet.train.train", lambda config, subset, on_epoch=None: interrupted)  # a Ctrl-C mid-run
+    assert main(argv) == 130
+    assert out.read_bytes() == complete
+    beside = tmp_path / "run.interrupted.json"
+    assert read_run_record(beside)["status"] == "interrupted"
+    assert f"{out} holds a complete run: this interrupted one goes to {beside}" in capsys.readouterr().err
