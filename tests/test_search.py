@@ -595,3 +595,25 @@ def test_a_setting_nomad_refuses_says_so_and_does_not_suggest_a_resume(tmp_path)
         SearchError, match=r"before it proposed a point: it refused a setting \(direction_type 'SIDEWAYS"
     ):
         run_search(ConstrainedQuadratic(), SearchSettings(max_evaluations=3, direction_type="SIDEWAYS 7"), tmp_path)
+
+
+MACHINE_OR_POINT = [("No space left on device", True), ("batch_size 512 is larger", False)]
+
+
+@pytest.mark.parametrize(("output", "retried"), MACHINE_OR_POINT)
+def test_an_evaluation_that_failed_for_its_machine_is_trained_on_resume_and_one_that_failed_on_its_own_is_not(
+    tmp_path, digits_manifest, monkeypatch, output, retried
+):
+    """issue 21: on a full disk an evaluation was logged failed and a resume never trained it again."""
+    failing = [sys.executable, "-c", f"import sys; print('haet: error: {output}'); sys.exit(2)"]
+    real = training_command
+    monkeypatch.setattr("haet.search.problems.training_command", lambda manifest, config, out: failing)
+    epochs = {"budget": {"seconds": None, "max_epochs": 1}, "model": {"name": "ResNet18", "width": 0.125}}
+    base = TrainConfig.from_dict(SEARCH_CONFIG | epochs)
+    settings = SearchSettings(max_evaluations=2, seed=0)
+    first = run_search(HpoProblem(base, [digits_manifest], tmp_path), settings, tmp_path)
+    assert {entry["status"] for entry in first.evaluations} == {"failed"}
+    assert all(entry["reason"].startswith("outside the point") == retried for entry in first.evaluations)
+    monkeypatch.setattr("haet.search.problems.training_command", real)  # space freed
+    again = run_search(HpoProblem(base, [digits_manifest], tmp_path), settings, tmp_path)
+    assert {entry["status"] for entry in again.evaluations} == ({"trained"} if retried else {"failed"})

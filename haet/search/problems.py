@@ -149,6 +149,26 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+# A failed evaluation's reason starts so when the cause lay outside its point (a full or read-only disk, memory, a
+# kill): a resume trains it again. A point that fails on its own merits (unbuildable, a recipe that cannot run)
+# stays failed.
+TRANSIENT = "outside the point, so a resume trains it again: "
+MACHINE_FAULTS = ("No space left on device", "Read-only file system", "Disk quota exceeded", "cannot write",
+                  "out of memory", "MemoryError", "Cannot allocate memory")  # fmt: skip
+
+
+def _outside_the_point(returncode: int, log: Path) -> bool:
+    """Whether a training failed for its machine rather than its point: killed (the OOM killer's SIGKILL, a
+    SIGTERM or SIGINT; a crash such as SIGSEGV counts as the point's), or its output names a disk or memory fault."""
+    if -returncode in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # a kill, not a crash
+        return True
+    try:
+        output = log.read_text(errors="replace")[-20_000:]
+    except OSError:
+        return True  # the log itself could not be read back: the disk, not the point
+    return any(fault in output for fault in MACHINE_FAULTS)
+
+
 class TrainingProblem:
     """What NAS and HPO share: train a config on every subset, in parallel processes, and read the records."""
 
@@ -251,12 +271,15 @@ class TrainingProblem:
                     process.wait()
                     outcomes[offset].append(f"training timed out after {self.eval_timeout_s:g} s ({log})")
                 elif process.returncode != 0 or not out.exists():
-                    outcomes[offset].append(f"training failed with exit code {process.returncode} ({log})")
+                    failure = f"training failed with exit code {process.returncode} ({log})"
+                    outcomes[offset].append(
+                        TRANSIENT + failure if _outside_the_point(process.returncode, log) else failure
+                    )
                 else:
                     try:
                         outcomes[offset].append((str(out), read_run_record(out)))
                     except HaetError as exc:
-                        outcomes[offset].append(f"unreadable run record: {exc}")
+                        outcomes[offset].append(f"{TRANSIENT}unreadable run record: {exc}")
                 running.remove(item)
                 free_slots.append(slot)
 
@@ -294,6 +317,8 @@ class TrainingProblem:
     def replay_problem(self, entry: dict) -> str | None:
         """Why a logged evaluation may not be replayed on resume (None: it may): a trained one whose run records do
         not read back as the ones it cites, or whose accuracy or outputs to NOMAD are not its records'."""
+        if entry.get("status") == "failed" and str(entry.get("reason", "")).startswith(TRANSIENT):
+            return f"it failed for a cause outside its point ({entry['reason'].removeprefix(TRANSIENT)})"
         if entry.get("status") != "trained":
             return None
         try:
