@@ -58,6 +58,7 @@ if in_apptainer or CONTAINER["engine"] == "kubernetes":  # the run records name 
 onstart:
     check_kubernetes_run(workflow, CONTAINER)
     check_models(config)
+    lease_jobs_to_this_snakemake(workflow)
 
 
 if CONTAINER["engine"] == "kubernetes":  # Apptainer passes the host's environment in; the Kubernetes executor

@@ -226,8 +226,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from haet.containers import container_provenance
     from haet.data.subsets import load_subset, read_manifest
     from haet.files import check_writable
+    from haet.lease import hold_lease
     from haet.train import train, write_run_record
 
+    hold_lease()  # started by a local Snakemake: die with it
     config = train_config(args)
     check_writable(
         args.out, (args.manifest, *[text for text in args.config or [] if not text.lstrip().startswith("{")])
@@ -362,6 +364,7 @@ def evaluation_printer(kind: str, max_evaluations: int):
 
 def cmd_search(args: argparse.Namespace) -> int:
     from haet.files import check_writable
+    from haet.lease import hold_lease
     from haet.search import HpoProblem, NasProblem, SearchSettings, run_search
     from haet.search.gpus import search_gpus
     from haet.search.problems import baseline_accuracy
@@ -376,6 +379,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             search[flag] = getattr(args, flag)
     base = train_config(args, skip=("seed",))  # --seed is NOMAD's here; trainings keep their subsets' seeds
     check_writable(Path(args.out_dir) / "summary.json", tuple(args.manifest))  # before NOMAD or any training
+    hold_lease()  # started by a local Snakemake: die with it (its trainings die with the search)
     settings = SearchSettings(
         **{
             key: search[key]

@@ -48,6 +48,15 @@ def check_models(config):
         raise ValueError(f"unknown model {unknown[0]!r} in the study config; haet's models: {', '.join(MODELS)}")
 
 
+def lease_jobs_to_this_snakemake(workflow):
+    """Local jobs (children of this process) get its identity: a training or search dies when it does
+    (haet.lease). Not on a cluster, where jobs run on other machines."""
+    from haet.lease import LEASE_VARIABLE, process_identity
+
+    if workflow.executor_plugin.cli_prefix == "local":
+        os.environ[LEASE_VARIABLE] = process_identity(os.getpid()) or ""
+
+
 def haet_command(container, data_roots):
     """The prefix every rule's command starts with: `haet`, or `haet container run ... --` for engine docker,
     which runs the same command inside the image (the working folder read-write, the data roots read-only)."""
