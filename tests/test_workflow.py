@@ -368,6 +368,28 @@ def test_a_table_whose_notes_or_title_were_rewritten_and_rehashed_fails_the_audi
     assert reason in capsys.readouterr().out
 
 
+def test_the_audit_given_what_is_no_table_says_so_in_a_line_and_1_equals_1_0(study_copy, capsys):
+    no_rows = read_record(study_copy / "tables" / "table1.json")
+    no_rows.pop("content_sha256")
+    no_rows.pop("rows")
+    write_record(study_copy / "tables" / "norows.json", no_rows)
+    given = [study_copy / "screening" / "ResNet18" / "run0.json", study_copy / "subsets" / "run0.json"]
+    given.append(study_copy / "tables" / "norows.json")
+    assert main(["report", "audit", *map(str, given)]) == 1
+    printed = capsys.readouterr()
+    assert printed.out.count("not a haet table") == 3 and "Traceback" not in printed.out + printed.err
+    # a budget of 6 from YAML and 6.0 from --budget-s are one budget
+    screening = study_copy / "screening" / "ResNet18"
+    as_float = _variant(screening / "run1.json", screening / "run1.json", lambda r: r["budget"].update(seconds=6.0))
+    records = [str(screening / f"run{run}.json") for run in range(5)]
+    assert as_float in records
+    out = study_copy / "tables" / "table1"
+    assert main(["report", "table", "table1", "--group", "ResNet18", *records, "--out-prefix", str(out)]) == 0
+    capsys.readouterr()
+    main(["report", "audit", str(out.with_suffix(".json"))])
+    assert "mix budgets" not in capsys.readouterr().out
+
+
 ROW_INVARIANT_NAMES = {"budget clocks": "budget modes"}  # the clock is part of how a budget was counted
 
 

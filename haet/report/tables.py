@@ -166,10 +166,15 @@ def code_version(record: dict) -> str:
     return f"haet {provenance['haet_version']} {commit}" + (" (uncommitted changes)" if provenance["git_dirty"] else "")
 
 
+def _seconds(value: float | None) -> str:
+    """A budget's seconds as one text whether YAML gave 1 or a flag gave 1.0."""
+    return "None" if value is None else f"{float(value):g}"
+
+
 # What every run of one row must share for its mean to be one protocol's number, and what the rows of one table
 # must share for the paper's comparison between them to hold (the budget: seconds, epochs and how it was counted).
 ROW_INVARIANTS = {
-    "budgets": lambda r: f"{r['budget']['seconds']} s, {r['budget']['max_epochs']} epochs",
+    "budgets": lambda r: f"{_seconds(r['budget']['seconds'])} s, {r['budget']['max_epochs']} epochs",
     "budget modes": budget_mode_of,
     "precisions": precision_of,
     "datasets": lambda r: (
@@ -594,6 +599,13 @@ def rank(groups: dict[str, list[str]], out: str | Path) -> dict:
     return write_record(out, ranking)
 
 
+def _well_formed(row: object) -> bool:
+    """A table row as haet writes it, as far as the audit reads it before recomputing it."""
+    if not isinstance(row, dict) or not isinstance(row.get("label"), str) or not isinstance(row.get("sources"), list):
+        return False
+    return all(isinstance(source, dict) and {"path", "content_sha256"} <= set(source) for source in row["sources"])
+
+
 def audit(table_path: str | Path) -> list[str]:
     """Problems found re-deriving a table from its records (empty when every number checks out). An unreadable
     table is a problem of its own, so that auditing several tables reports on each."""
@@ -601,6 +613,12 @@ def audit(table_path: str | Path) -> list[str]:
         table = read_record(table_path)
     except HaetError as exc:
         return [str(exc)]
+    if table.get("schema") != SCHEMA or table.get("kind") not in TITLES or not isinstance(table.get("rows"), list):
+        what = "no rows" if table.get("schema") == SCHEMA else table.get("schema") or "a record without a schema"
+        return [f"{table_path}: not a haet table ({what}); audit the TABLE.json files `haet report table` writes"]
+    malformed = [row for row in table["rows"] if not _well_formed(row)]
+    if malformed or not isinstance(table.get("notes"), list) or not isinstance(table.get("searches", []), list):
+        return [f"{table_path}: a haet table whose rows, notes or searches are not as haet writes them: edited"]
     problems = []
     loaded: dict[str, list[tuple[str, dict]]] = {}
     for row in table["rows"]:
