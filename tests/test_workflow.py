@@ -184,6 +184,17 @@ def test_deleting_a_table_reruns_only_its_rule(study):
     assert (study / "results" / "default" / "tables" / "table2.md").exists()
 
 
+def test_a_deleted_run_record_is_made_again_not_reported_fine(study, tmp_path):
+    """issue 21: with its table present, Snakemake did not remake a deleted record ("Nothing to be done")."""
+    copy = tmp_path / "copy"
+    shutil.copytree(study, copy, symlinks=True)  # with Snakemake's metadata, times kept
+    (copy / "results" / "default" / "hpo" / "runs" / "run1.json").unlink()
+    plan = snakemake(copy, "-n")
+    output = plan.stdout + plan.stderr
+    assert plan.returncode == 0 and "Nothing to be done" not in output, output[-2000:]
+    assert jobs_run(output)["hpo_run"] == 1, output[-2000:]
+
+
 def test_an_edited_run_record_fails_the_audit(study, tmp_path, monkeypatch, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(study / "results", copy / "results")
