@@ -50,7 +50,7 @@ def write_atomic(path: str | Path, text: str | bytes) -> Path:
     try:
         descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:  # a read-only or full file system, no permission
-        raise HaetError(f"cannot write {path} ({exc.strerror})") from None
+        raise HaetError(f"cannot write {path} ({exc.strerror or exc})") from None
     try:
         binary = isinstance(text, bytes)
         with os.fdopen(descriptor, "wb" if binary else "w", encoding=None if binary else "utf-8") as handle:
@@ -61,7 +61,7 @@ def write_atomic(path: str | Path, text: str | bytes) -> Path:
         os.replace(temp_name, path)
     except OSError as exc:
         Path(temp_name).unlink(missing_ok=True)
-        raise HaetError(f"cannot write {path} ({exc.strerror})") from None
+        raise HaetError(f"cannot write {path} ({exc.strerror or exc})") from None
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise

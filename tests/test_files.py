@@ -18,7 +18,7 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatc
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(HaetError, match=r"cannot write .*record.json \(disk full\)"):  # a one-line error
         write_record(path, {"value": 2})
     monkeypatch.undo()
     assert read_record(path)["value"] == 1

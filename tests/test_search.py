@@ -152,8 +152,8 @@ def test_bad_parameters_are_refused_in_python_before_nomad_sees_them(tmp_path, v
     ("settings", "message"),
     [
         ({"nomad_timeout_s": -1}, r"search.nomad_timeout_s must be a positive number of seconds, got -1"),
-        ({"max_evaluations": "10"}, r"search.max_evaluations must be an integer >= 1"),
-        ({"block_size": 0}, r"search.block_size must be an integer >= 1"),
+        ({"max_evaluations": "10"}, r"search.max_evaluations must be an integer in \[1, 100000\]"),
+        ({"block_size": 0}, r"search.block_size must be an integer in \[1, 1024\]"),
     ],
 )
 def test_search_settings_are_checked_before_any_work(settings, message):
