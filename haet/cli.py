@@ -27,11 +27,16 @@ def _options(pairs: list[str]) -> dict:
     return options
 
 
+def is_inline(text: str) -> bool:
+    """A --config value given as inline JSON rather than a file path."""
+    return text.lstrip().startswith("{")
+
+
 def config_layer(text: str) -> dict:
     """One --config value: a YAML file, or a JSON object given inline (how Snakemake rules pass config sections)."""
     from haet.config import load_config
 
-    if not text.lstrip().startswith("{"):
+    if not is_inline(text):
         return load_config(text)
 
     def unique(pairs: list[tuple[str, object]]) -> dict:
@@ -88,7 +93,7 @@ def cmd_data_subset(args: argparse.Namespace) -> int:
     if from_config and args.option:
         overrides["options"] = spec.options | _options(args.option)
     spec = dataclasses.replace(spec, **overrides)
-    check_writable(args.out, (args.config if args.config and not args.config.lstrip().startswith("{") else None,))
+    check_writable(args.out, (args.config if args.config and not is_inline(args.config) else None,))
     manifest = write_manifest(make_manifest(spec, args.run), args.out)
     train, val = manifest["train"], manifest["validation"]
     print(
@@ -231,9 +236,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     hold_lease()  # started by a local Snakemake: die with it
     config = train_config(args)
-    check_writable(
-        args.out, (args.manifest, *[text for text in args.config or [] if not text.lstrip().startswith("{")])
-    )
+    check_writable(args.out, (args.manifest, *[text for text in args.config or [] if not is_inline(text)]))
     container_provenance()  # container variables set outside a container: refused now, not after the budget
     subset = load_subset(read_manifest(args.manifest), args.data_root)
     bars = []  # made at the first epoch, so errors raised before training print alone

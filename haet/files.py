@@ -89,7 +89,7 @@ def check_writable(path: str | Path, inputs: tuple = ()) -> None:
             probe.flush()
             os.fsync(probe.fileno())
     except OSError as exc:
-        raise HaetError(f"cannot write to {path.parent} ({exc.strerror}); nothing was done") from None
+        raise HaetError(f"cannot write to {path.parent} ({exc.strerror or exc}); nothing was done") from None
 
 
 def content_hash(obj: dict) -> str:

@@ -114,11 +114,16 @@ def _layered(*layers: dict) -> dict:
     return merged
 
 
+def _trains_for_epochs(train: dict) -> bool:
+    """Whether a layered training config has an epoch budget alone (haet train's default budget is 600 s)."""
+    return train.get("budget", {}).get("seconds", 600.0) is None
+
+
 def _fidelity_training_s(arm: dict, reference: dict, config: dict, images_per_s: float | None, overhead_s: float):
     """One training of an arm, estimated: its budget in seconds, or its epochs' images at the reference arm's
     images_per_s scaled by MACs and SPEED_FACTORS; and whether it trains for epochs (and so may share a GPU)."""
-    budget = {"seconds": 600.0, "max_epochs": None} | arm.get("budget", {})
-    if budget["seconds"] is not None:
+    budget = {"seconds": 600.0, "max_epochs": None} | arm.get("budget", {})  # haet train's default: 600 s
+    if not _trains_for_epochs(arm):
         return budget["seconds"] + overhead_s, False
     if images_per_s is None:
         raise HaetError(
@@ -157,8 +162,7 @@ def fidelity_rows(
         arm = _layered(fidelity["train"], settings.get("train", {}))
         measured = jobs.get(f"fidelity {name}")
         if measured:  # what its jobs took; it shares a GPU when it trains for epochs
-            training_s = statistics.median(measured)
-            epochs = ({"seconds": 600.0} | arm.get("budget", {}))["seconds"] is None
+            training_s, epochs = statistics.median(measured), _trains_for_epochs(arm)
         else:
             training_s, epochs = _fidelity_training_s(arm, reference, config, images_per_s, overhead_s)
         if epochs and sharing > 1:
@@ -254,9 +258,9 @@ def plan(
     with_fidelity = target == "fidelity" or (target is None and "fidelity" in config)
     study_stages = stages(config) if with_study else []
     jobs = measured_jobs(benchmarks) if benchmarks is not None else {}
+    measured = any(name in jobs for name in SINGLE_TRAINING_STAGES)  # single trainings time the overhead
     if overhead_s is None:
-        measured_overhead = jobs and any(name in jobs for name in SINGLE_TRAINING_STAGES)
-        overhead_s = overhead_from(jobs, study_stages) if measured_overhead else DEFAULT_OVERHEAD_S
+        overhead_s = overhead_from(jobs, study_stages) if measured else DEFAULT_OVERHEAD_S
     rows = []
     for stage in study_stages:
         if stage.budget_s is not None:
@@ -288,5 +292,4 @@ def plan(
         "gpu_hours": sum(row["gpu_hours"] for row in rows),
         "wall_s": sum(row["wall_s"] for row in rows),
     }
-    measured = bool(jobs) and any(name in jobs for name in SINGLE_TRAINING_STAGES)
     return {"gpus": gpus, "overhead_s": overhead_s, "overhead_measured": measured, "stages": rows, "total": total}

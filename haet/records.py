@@ -12,6 +12,9 @@ from pathlib import Path
 from haet import HaetError
 from haet.files import check_schema, read_record, sha256_file
 
+# What a search can score a point by: the run record's metric for each name (one list, for searches and the audit)
+SEARCH_METRICS = {"final": "val_acc_final", "best_epoch": "val_acc_best_optimistic"}
+
 
 def validate_run_record(record: dict, where: str = "run record") -> None:
     check_schema(record, "run-record.schema.json", "run record", where)

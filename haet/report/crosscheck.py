@@ -21,7 +21,7 @@ import yaml
 
 from haet import HaetError
 from haet.files import read_record
-from haet.records import read_run_record, read_search_log
+from haet.records import SEARCH_METRICS, read_run_record, read_search_log
 
 MANIFEST_SCHEMA = "haet/subset-manifest/v1"
 
@@ -131,16 +131,13 @@ def sibling_problems(label: str, sources: list[str]) -> list[str]:
     ]
 
 
-METRIC_FIELDS = {"final": "val_acc_final", "best_epoch": "val_acc_best_optimistic"}  # what a search scores
-
-
 def search_log_problems(summary_path: str) -> list[str]:
     """A search's log against its summary (its hash) and every trained evaluation against its run records."""
     try:
         summary, evaluations = read_search_log(summary_path)
     except HaetError as exc:
         return [str(exc)]
-    field = METRIC_FIELDS[summary["problem"]["metric"]]
+    field = SEARCH_METRICS[summary["problem"]["metric"]]
     problems = []
     for entry in evaluations:
         if entry.get("status") != "trained":

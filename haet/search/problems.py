@@ -29,7 +29,7 @@ from haet import HaetError
 from haet.files import sha256_file, write_atomic
 from haet.models import ModelError, input_size
 from haet.models.cost import model_cost
-from haet.records import read_run_record
+from haet.records import SEARCH_METRICS, read_run_record
 from haet.search.driver import check_seconds
 from haet.search.gpus import SHARED_BY_VARIABLE, gpu_slots
 from haet.search.space import SearchError, Variable
@@ -72,7 +72,6 @@ HPO_VARIABLES = [
 ]
 # What a point's accuracy is, per subset: the last evaluation (the harness's default, honest) or the best epoch
 # (what the authors' searches scored, "Best valid acc": chosen on the validation images, so optimistic).
-METRICS = {"final": "val_acc_final", "best_epoch": "val_acc_best_optimistic"}
 NOT_TRAINED_CONSTRAINT = 1.0  # what an answered-without-training NAS point reports: a full accuracy shortfall
 
 
@@ -103,14 +102,14 @@ def with_overrides(defaults: list[Variable], overrides: dict | None) -> list[Var
 
 
 def check_metric(metric: object) -> str:
-    if metric not in METRICS:
-        raise SearchError(f"search.metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    if metric not in SEARCH_METRICS:
+        raise SearchError(f"search.metric must be one of {', '.join(SEARCH_METRICS)}, got {metric!r}")
     return metric
 
 
 def baseline_accuracy(paths: list[str], base: ModelSpec, metric: str = "final") -> float:
     """Mean accuracy (the search's metric) of the base model's screening records, each read back against its hash."""
-    key = METRICS[check_metric(metric)]
+    key = SEARCH_METRICS[check_metric(metric)]
     wanted = (base.name, base.depth, base.width, base.resolution)
     accuracies = []
     for path in paths:
@@ -341,7 +340,7 @@ class TrainingProblem:
 
     def trained_fields(self, records: list[tuple[str, dict]]) -> dict:
         """A trained point: the mean of the search's metric over its subsets, and the records behind it."""
-        accuracies = [record["metrics"][METRICS[self.metric]] for _, record in records]
+        accuracies = [record["metrics"][SEARCH_METRICS[self.metric]] for _, record in records]
         return {
             "accuracy": statistics.fmean(accuracies),
             "accuracies": accuracies,
