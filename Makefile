@@ -23,7 +23,7 @@ PIP_CERT_FILE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 comma := ,
 GIT_DIRTY = $(shell test -z "$$(git status --porcelain 2>/dev/null)" && echo false || echo true)
 
-.PHONY: reproduce report resume test lint bench gpu-check fidelity image container clean
+.PHONY: reproduce report resume test lint bench gpu-check gpu-sharing fidelity image container clean
 
 $(STAMP): pyproject.toml envs/requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,26 +62,41 @@ bench: $(STAMP)
 	$(RUN) haet bench
 
 # The check a session runs on a lent GPU, in under 5 minutes: the tests of the CUDA paths, `haet bench` on the real
-# CIFAR-10 subset (500 + 100 images a class), and one run of the paper's submission (SENet-18 at width 0.67, the
-# default recipe) for 240 epochs, each printing its figures. The variables shrink it for a check on the CPU
-# (tests/test_train.py runs it so).
+# CIFAR-10 subset (500 + 100 images a class: eager and captured step, bare loop, the data alone), N epoch-budget
+# trainings sharing the GPU (total images/s, overhead per training), and the paper's submission (SENet-18 at width
+# 0.67, the default recipe) for 240 epochs with each step, each printing its figures. The variables shrink it for a
+# check on the CPU (tests/test_train.py runs it so). `make gpu-sharing` is the full sharing measurement (N = 1, 2,
+# 4, 8 at 240 epochs, eager and captured: about 10 minutes on an H200).
 CIFAR ?= ../shared/data/cifar10
 GPU_CHECK_DIR ?= results/gpu-check
 GPU_CHECK_SUBSET ?= {"data": {"dataset": "imagefolder", "root": "$(CIFAR)"}, \
 	"subsets": {"train_per_class": 500, "val_per_class": 100}}
-GPU_CHECK_TESTS ?= tests/test_train.py tests/test_autoaugment.py
+GPU_CHECK_TESTS ?= tests/test_train.py tests/test_autoaugment.py tests/test_step.py
 GPU_CHECK_BENCH ?= --epochs 6 --workers 12
 GPU_CHECK_EPOCHS ?= 240
 GPU_CHECK_TRAIN ?=
+GPU_CHECK_CAPTURE ?= eager cuda-graph
+GPU_CHECK_SHARE ?= 1 4
+GPU_CHECK_SHARE_EPOCHS ?= 20
+GPU_CHECK_SHARE_ARGS ?=
 
 gpu-check: $(STAMP)
 	$(if $(GPU_CHECK_TESTS),$(RUN) python -m pytest -q -p no:cacheprovider $(GPU_CHECK_TESTS))
 	mkdir -p $(GPU_CHECK_DIR)
 	$(RUN) haet data subset --config '$(GPU_CHECK_SUBSET)' --run 0 --out $(GPU_CHECK_DIR)/subset.json
 	$(RUN) haet bench --manifest $(GPU_CHECK_DIR)/subset.json $(GPU_CHECK_BENCH)
-	$(RUN) haet train --quiet --manifest $(GPU_CHECK_DIR)/subset.json --out $(GPU_CHECK_DIR)/paper-recipe.json \
-		--config '{"budget": {"seconds": null, "max_epochs": $(GPU_CHECK_EPOCHS)}}' --model SENet18 --width 0.67 \
-		$(GPU_CHECK_TRAIN)
+	$(RUN) haet bench --manifest $(GPU_CHECK_DIR)/subset.json --share $(GPU_CHECK_SHARE) \
+		--epochs $(GPU_CHECK_SHARE_EPOCHS) --capture $(GPU_CHECK_CAPTURE) $(GPU_CHECK_SHARE_ARGS)
+	for capture in $(GPU_CHECK_CAPTURE); do \
+		$(RUN) haet train --quiet --manifest $(GPU_CHECK_DIR)/subset.json \
+			--out $(GPU_CHECK_DIR)/paper-recipe-$$capture.json --model SENet18 --width 0.67 $(GPU_CHECK_TRAIN) \
+			--config '{"budget": {"seconds": null, "max_epochs": $(GPU_CHECK_EPOCHS)}, "runtime": {"capture": "'$$capture'"}}' \
+			|| exit 1; \
+	done
+
+gpu-sharing: $(STAMP)
+	$(MAKE) gpu-check GPU_CHECK_TESTS= GPU_CHECK_BENCH="--epochs 2 --recipes paper" GPU_CHECK_EPOCHS=1 \
+		GPU_CHECK_SHARE="1 2 4 8" GPU_CHECK_SHARE_EPOCHS=240
 
 # The fidelity study (README "Does it reproduce?"): `haet plan` predicts its time, Snakemake runs it (stopped with
 # Ctrl-C's signal after FIDELITY_LIMIT_S; a second `make fidelity` goes on from the runs that finished), the

@@ -301,6 +301,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         subset = load_subset(make_manifest(SubsetSpec("digits", train_per_class=120, val_per_class=50)))
     model = ModelSpec(args.model, width=args.width)
+    if args.share:
+        return print_sharing(args, subset.manifest, model)
     rows = bench(
         subset, model, args.batch_size, args.epochs, args.device, args.workers, args.precision, tuple(args.recipes)
     )
@@ -312,12 +314,43 @@ def cmd_bench(args: argparse.Namespace) -> int:
         f"device {rows[0]['device']}, precision {rows[0]['precision']}; median of {rows[0]['epochs_measured']} "
         "epochs after a warm-up epoch"
     )
-    print(f"{'recipe':<7} {'pipeline':<9} {'epoch s':>8} {'images/s':>9} {'vs loader':>10} {'vs bare':>8}")
+    print(f"{'recipe':<7} {'pipeline':<9} {'step':<10} {'epoch s':>8} {'images/s':>9} {'vs loader':>10} {'vs bare':>8}")
     for row in rows:
+        share = f"  (data alone: {row['data_share']:.0%} of the resident epoch)" if "data_share" in row else ""
         print(
-            f"{row['recipe']:<7} {row['pipeline']:<9} {row['epoch_s']:>8.3f} {row['images_per_s']:>9.0f} "
-            f"{row['vs_loader']:>9.2f}x {row['vs_bare']:>7.2f}x"
+            f"{row['recipe']:<7} {row['pipeline']:<9} {row['step']:<10} {row['epoch_s']:>8.3f} "
+            f"{row['images_per_s']:>9.0f} {row['vs_loader']:>9.2f}x {row['vs_bare']:>7.2f}x{share}"
         )
+    if not any(row["step"] == "cuda-graph" for row in rows):
+        print("(the captured step's rows need CUDA: runtime.capture cuda-graph replays CUDA graphs)")
+    return 0
+
+
+def print_sharing(args: argparse.Namespace, manifest: dict, model) -> int:
+    import tempfile
+
+    from haet.train import Budget, Recipe, Runtime, TrainConfig
+    from haet.train.bench import sharing
+
+    captures = args.capture or ["eager"]
+    print(f"{model.name} width {model.width}, the paper recipe, {args.epochs} epochs a training; N trainings at once")
+    print(f"{'N':>3} {'step':<10} {'wall s':>8} {'images/s':>9} {'vs N=1':>7} {'overhead s':>10}  val_acc_final")
+    for capture in captures:
+        config = TrainConfig(
+            model=model,
+            recipe=Recipe(batch_size=args.batch_size, t_max_epochs=args.epochs),
+            budget=Budget(seconds=None, max_epochs=args.epochs),
+            runtime=Runtime(args.device, workers=args.workers, precision=args.precision, capture=capture),
+        )
+        with tempfile.TemporaryDirectory() as folder:
+            rows = sharing(manifest, config, args.share, Path(args.share_out or folder))
+        for row in rows:
+            gain = "-" if row["vs_one"] is None else f"{row['vs_one']:.2f}x"
+            accuracies = " ".join(f"{acc:.4f}" for acc in row["val_acc_final"])
+            print(
+                f"{row['trainings']:>3} {capture:<10} {row['wall_s']:>8.1f} {row['images_per_s']:>9.0f} {gain:>7} "
+                f"{row['overhead_s']:>10.1f}  {accuracies}"
+            )
     return 0
 
 
@@ -629,7 +662,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=cmd_train)
 
     bench = commands.add_parser(
-        "bench", help="epoch time of the loader pipeline, the resident pipeline and a bare loop, per recipe"
+        "bench",
+        help="epoch time of the loader and resident pipelines, a bare loop and the data alone, eager and captured",
     )
     bench.add_argument("--manifest", help="subset manifest (default: a digits subset of 1,200 images)")
     bench.add_argument("--model", default="SENet18")
@@ -641,6 +675,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--workers", type=int, default=2)
     bench.add_argument("--precision", default="auto", choices=["auto", "fp32", "tf32", "bf16"])
     bench.add_argument("--json", action="store_true", help="the rows as JSON, for machines")
+    bench.add_argument(
+        "--share",
+        nargs="+",
+        type=int,
+        metavar="N",
+        help="instead: N trainings of the paper recipe at once (--epochs each), for each N: total images/s, gain, "
+        "overhead, accuracies",
+    )
+    bench.add_argument("--capture", nargs="+", choices=["eager", "cuda-graph"], help="--share: the steps to measure")
+    bench.add_argument("--share-out", help="--share: keep the run records in this folder (default: discarded)")
     bench.set_defaults(handler=cmd_bench)
 
     search = commands.add_parser("search", help="NOMAD search: nas (min MACs s.t. accuracy) or hpo (max accuracy)")

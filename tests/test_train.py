@@ -559,15 +559,27 @@ def test_make_gpu_check_runs_through_on_the_cpu_with_tiny_settings(tmp_path):
         f"GPU_CHECK_BENCH={tiny} --epochs 2",
         "GPU_CHECK_EPOCHS=2",
         f"GPU_CHECK_TRAIN={tiny}",
+        "GPU_CHECK_CAPTURE=eager",
+        "GPU_CHECK_SHARE=1 2",
+        "GPU_CHECK_SHARE_EPOCHS=1",
+        f"GPU_CHECK_SHARE_ARGS={tiny}",
     ]
     result = subprocess.run(["make", "-C", str(REPO), "gpu-check", *settings], capture_output=True, text=True)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     table = [line.split() for line in result.stdout.splitlines() if line.startswith(("basic ", "paper "))]
-    assert [(row[0], row[1]) for row in table] == [
-        (recipe, pipeline) for recipe in ("basic", "paper") for pipeline in ("loader", "resident", "bare")
+    assert [(row[0], row[1], row[2]) for row in table] == [
+        (recipe, pipeline, "eager")
+        for recipe in ("basic", "paper")
+        for pipeline in ("loader", "resident", "bare", "data")
     ]
+    sharing = [
+        line.split() for line in result.stdout.splitlines() if line.split()[:2] in (["1", "eager"], ["2", "eager"])
+    ]
+    assert [row[:2] for row in sharing] == [["1", "eager"], ["2", "eager"]] and sharing[0][4] == "1.00x"
+    assert len(sharing[1]) == 8  # two trainings' accuracies
     assert "stopped by max_epochs after 2 epochs" in result.stdout
-    assert read_run_record(tmp_path / "paper-recipe.json")["config"]["recipe"]["augment"] == "paper"
+    record = read_run_record(tmp_path / "paper-recipe-eager.json")
+    assert record["config"]["recipe"]["augment"] == "paper" and record["runtime"]["capture"] == "eager"
 
 
 def test_haet_bench_json_has_every_recipe_and_pipeline_with_ratios(tmp_path, capsys):
@@ -576,8 +588,15 @@ def test_haet_bench_json_has_every_recipe_and_pipeline_with_ratios(tmp_path, cap
     argv = ["bench", "--manifest", str(manifest), "--model", "ResNet18", "--width", "0.125", "--batch-size", "32"]
     assert main([*argv, "--epochs", "2", "--workers", "0", "--recipes", "cutout", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
-    assert [row["pipeline"] for row in rows] == ["loader", "resident", "bare"]
-    assert rows[0]["vs_loader"] == 1.0 and rows[2]["vs_bare"] == 1.0
+    steps = ["eager", "cuda-graph"] if torch.cuda.is_available() else ["eager"]
+    expected = [("loader", "eager")] + [(pipeline, step) for pipeline in ("resident", "bare") for step in steps]
+    assert [(row["pipeline"], row["step"]) for row in rows] == [*expected, ("data", "eager")]
+    by_name = {(row["pipeline"], row["step"]): row for row in rows}
+    assert by_name["loader", "eager"]["vs_loader"] == 1.0
+    assert all(by_name["bare", step]["vs_bare"] == 1.0 for step in steps)
+    data = by_name["data", "eager"]
+    assert data["data_share"] == pytest.approx(data["epoch_s"] / by_name["resident", "eager"]["epoch_s"])
+    assert 0 < data["data_share"] < 1
     assert all(row["images_per_s"] > 0 and row["precision"] == AUTO_PRECISION for row in rows)
 
 

@@ -36,6 +36,7 @@ BUDGET_MODES = ("step", "competition")
 BUDGET_CLOCKS = ("wall", "process")
 PIPELINES = ("auto", "loader", "resident")
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")  # auto: bf16 where the GPU has it, else fp32
+CAPTURES = ("auto", "eager", "cuda-graph")  # the training step: haet/train/step.py
 
 
 def _positive(name: str, value: object, allow_zero: bool = False) -> None:
@@ -165,10 +166,13 @@ class Runtime:
     # torch's CPU threads for the training loop; None: torch's default (every core). A workflow running several
     # trainings at once gives each its share, so they do not oversubscribe the cores between them.
     threads: int | None = None
+    # eager, or cuda-graph (the step captured once and replayed: CUDA and SGD only); auto: eager for now
+    capture: str = "auto"
 
     def __post_init__(self) -> None:
         _choice("pipeline", self.pipeline, PIPELINES)
         _choice("precision", self.precision, PRECISIONS)
+        _choice("capture", self.capture, CAPTURES)
         _integer("workers", self.workers, 0)
         _at_most("workers", self.workers, MAX_WORKERS)
         if self.threads is not None:

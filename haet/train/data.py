@@ -88,6 +88,12 @@ def drop_last(count: int, batch_size: int) -> bool:
     return count % batch_size == 1
 
 
+def batch_sizes(count: int, batch_size: int) -> list[int]:
+    """The sizes of an epoch's batches, as both pipelines cut them: full ones, then the rest unless dropped."""
+    rest = count % batch_size
+    return [batch_size] + ([rest] if rest and not drop_last(count, batch_size) else [])
+
+
 class LoaderPipeline:
     """Batches from torchvision transforms in DataLoader workers, reshuffled every epoch."""
 

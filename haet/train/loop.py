@@ -24,7 +24,8 @@ from haet.files import canonical_json, content_hash, sha256_bytes
 from haet.models import build, input_size
 from haet.models.cost import model_cost
 from haet.train.config import Budget, RecipeError, TrainConfig
-from haet.train.data import LoaderPipeline, ResidentPipeline, normalized, resize, to_device_images
+from haet.train.data import LoaderPipeline, ResidentPipeline, batch_sizes, normalized, resize, to_device_images
+from haet.train.step import EagerStep, StaticStep, resolve_capture
 
 OPTIMISM_NOTE = (
     "val_acc_best_optimistic is the best validation accuracy over evaluated epochs: choosing the epoch on the "
@@ -126,8 +127,7 @@ class Setup:
     """Everything the epoch loop needs, made before the budget's clock starts."""
 
     model: nn.Module
-    optimizer: torch.optim.Optimizer
-    loss_fn: nn.Module
+    step: EagerStep | StaticStep
     pipeline: LoaderPipeline | ResidentPipeline
     val_images: torch.Tensor
     val_labels: torch.Tensor
@@ -143,7 +143,8 @@ class Setup:
 
 
 def set_up(config: TrainConfig, subset: Subset) -> Setup:
-    """Model, optimiser, input pipeline and validation images on the device, seeded from the run's seed."""
+    """Model, training step, input pipeline and validation images on the device, seeded from the run's seed; a
+    captured step is captured here, before any budget clock starts."""
     start = time.perf_counter()
     spec, recipe, runtime = config.model, config.recipe, config.runtime
     train_count = len(subset.train.labels)
@@ -157,6 +158,7 @@ def set_up(config: TrainConfig, subset: Subset) -> Setup:
     # the budget does not pay for it, whichever pipeline trains.
     importlib.import_module("torch._dynamo")
     precision = resolve_precision(runtime.precision, device)
+    capture = resolve_capture(runtime.capture, device, recipe.optimizer)
     loader_workers = pipeline_name == "loader" and runtime.workers > 0
     if config.budget.clock == "process" and (device.type != "cpu" or loader_workers):
         raise RecipeError(
@@ -180,10 +182,19 @@ def set_up(config: TrainConfig, subset: Subset) -> Setup:
         pipeline = LoaderPipeline(*common, runtime.workers, seeds["shuffle"], device, input_px, recipe.autoaugment)
         torch.manual_seed(seeds["augment"])  # the workers' transforms draw from seeds derived from this
     val_images = resize(normalized(to_device_images(subset.validation.images, device), recipe.normalize), input_px)
+    loss_fn, bf16 = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing), precision == "bf16"
+    if capture == "cuda-graph":
+        sizes = batch_sizes(train_count, recipe.batch_size)
+        shape = tuple(val_images.shape[1:])
+        step = StaticStep(
+            model, loss_fn, recipe.momentum, recipe.weight_decay, bf16, shape, sizes, num_classes, memory_format
+        )
+        step.warm_up_and_capture()
+    else:
+        step = EagerStep(model, make_optimizer(config, model.parameters()), loss_fn, bf16)
     return Setup(
         model=model,
-        optimizer=make_optimizer(config, model.parameters()),
-        loss_fn=nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing),
+        step=step,
         pipeline=pipeline,
         val_images=val_images.contiguous(memory_format=memory_format),
         val_labels=torch.as_tensor(subset.validation.labels, device=device),
@@ -276,7 +287,7 @@ class BudgetClock:
 
 def train_epoch(run: Setup, config: TrainConfig, clock: BudgetClock, epoch: int) -> tuple[torch.Tensor, int, int, str]:
     """One pass over the pipeline: (loss sum, images, steps, how it ended: finished, budget or interrupt)."""
-    model, optimizer, budget = run.model, run.optimizer, config.budget
+    budget = config.budget
     steps_per_epoch = len(run.pipeline)
     loss_sum, images, steps, ended = torch.zeros((), device=run.device), 0, 0, "finished"
     clock.begin_epoch()
@@ -286,16 +297,10 @@ def train_epoch(run: Setup, config: TrainConfig, clock: BudgetClock, epoch: int)
             progress = clock.spent_s() / budget.seconds if budget.seconds is not None else 0.0
             if budget.max_epochs is not None:
                 progress = max(progress, (epoch + step / steps_per_epoch) / budget.max_epochs)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, epoch, step / steps_per_epoch, progress)
+            lr = learning_rate(config, epoch, step / steps_per_epoch, progress)
             if run.device.type == "cuda":
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.precision == "bf16"):
-                loss = run.loss_fn(model(inputs), targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * len(targets)
+            loss_sum += run.step(inputs, targets, lr) * len(targets)
             images, steps = images + len(targets), steps + 1
             if clock.step_done():
                 ended = "budget"
@@ -328,7 +333,7 @@ def train(config: TrainConfig, subset: Subset, on_epoch: Callable[[dict], None] 
             "train_s": round(clock.train_s, 3),
             "train_loss": last_loss,
             "val_acc": accuracy,
-            "lr": run.optimizer.param_groups[0]["lr"],
+            "lr": run.step.lr,
         }
 
     run.model.train()
@@ -429,9 +434,15 @@ def run_record_body(
             "train_s": round(clock.train_s, 3),
             "eval_s": round(eval_s, 3),
             "setup_s": round(run.setup_s, 3),
+            "capture_s": round(run.step.capture_s, 3),
             "longest_step_s": round(clock.longest_step_s, 4),
             "curve": curve,
         },
-        "runtime": {"device": str(run.device), "pipeline": run.pipeline.name, "precision": run.precision},
+        "runtime": {
+            "device": str(run.device),
+            "pipeline": run.pipeline.name,
+            "precision": run.precision,
+            "capture": run.step.mode,
+        },
         "notes": [OPTIMISM_NOTE] + (manifest.get("notes") or []),
     }
