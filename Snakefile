@@ -3,6 +3,7 @@
 #   snakemake --cores all --configfile workflow/config/paper.yaml  # the paper's protocol
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -81,8 +82,10 @@ wildcard_constraints:
     run=r"\d+",
     model=r"[A-Za-z][A-Za-z0-9_]*",
     recipe="|".join(config["augment"]["recipes"]),
-    table="table1|table2a|table2|table3|table4|fidelity",
-    figure="screening|nas|hpo|curves|fidelity",
+    table="table1|table2a|table2|table3|table4|fidelity|leaderboard",
+    figure="screening|nas|hpo|curves|fidelity|leaderboard",
+    # the leaderboard's entries by name (a folder of leaderboard/ each; `subsets` is the subsets' own)
+    entry="|".join(re.escape(name) for name in (config.get("leaderboard") or {}).get("submissions", {})) or "(?!)",
 
 
 include: "workflow/rules/common.smk"
@@ -94,6 +97,7 @@ include: "workflow/rules/hpo.smk"
 include: "workflow/rules/final.smk"
 include: "workflow/rules/reference.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/leaderboard.smk"
 
 
 if FIDELITY:
@@ -123,6 +127,7 @@ localrules:
     table,
     figure,
     runs_table,
+    leaderboard_subset,
 
 
 # `make reproduce` audits the tables after this (`haet report audit`); the audit stays out of the DAG so that
@@ -138,3 +143,7 @@ rule all:
         expand(f"{OUT}/{{kind}}/fidelity.{{suffix}}", zip, kind=["tables", "figures"], suffix=["md", "png"])
         if FIDELITY
         else [],
+        expand(f"{OUT}/{{kind}}/leaderboard.{{suffix}}", zip, kind=["tables", "figures"], suffix=["md", "png"])
+        if LEADERBOARD
+        else [],
+        lambda wildcards: [path for paths in leaderboard_groups().values() for path in paths] if LEADERBOARD else [],

@@ -326,6 +326,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_challenge_run(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from haet.challenge.runner import run_submission
+    from haet.data.subsets import load_subset, read_manifest
+    from haet.files import check_writable
+    from haet.lease import hold_lease
+    from haet.train import write_run_record
+
+    hold_lease()
+    check_writable(args.out, (args.manifest,))
+    subset = load_subset(read_manifest(args.manifest), args.data_root)
+    name = args.name or args.submission
+    with tempfile.TemporaryDirectory(prefix="haet-submission-") as work:
+        body = run_submission(name, args.submission, subset, Path(args.work or work), args.budget_s, args.grace_s,
+                              args.device, args.seed, args.threads)  # fmt: skip
+    record = write_run_record(body, args.out)
+    submission = record["submission"]
+    print(
+        f"{args.out}: {name}: {submission['outcome']} ({submission['message']}); accuracy "
+        f"{record['metrics']['val_acc_final']:.4f} on {submission['test_images']} test images, "
+        f"{submission['models_handed_in']} model(s) handed in"
+    )
+    return 0
+
+
 def print_sharing(args: argparse.Namespace, manifest: dict, model) -> int:
     import tempfile
 
@@ -640,6 +666,24 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--classes", type=int, default=10)
     models.set_defaults(handler=cmd_models)
 
+    challenge = commands.add_parser("challenge", help="the HAET challenge: run a plug-in submission")
+    challenge_commands = challenge.add_subparsers(dest="challenge_command", required=True)
+    run = challenge_commands.add_parser(
+        "run", help="train a submission under a hard deadline, score it on test images it never sees; writes a record"
+    )
+    run.add_argument("--submission", required=True, help="a .py file, a module name, haet-paper or haet-winner")
+    run.add_argument("--name", help="the entry's name in records and tables (default: --submission)")
+    run.add_argument("--manifest", required=True, help="subset manifest: its train images train, its validation test")
+    run.add_argument("--data-root", help="where the manifest's dataset lives, if not where it says")
+    run.add_argument("--out", required=True, help="run record path (JSON)")
+    run.add_argument("--budget-s", type=float, required=True, help="seconds from the start of train to the deadline")
+    run.add_argument("--grace-s", type=float, default=5.0, help="kept running past the deadline before the kill")
+    run.add_argument("--device", default="auto")
+    run.add_argument("--seed", type=int, help="seeds random, numpy and torch in the submission (default: subset's)")
+    run.add_argument("--threads", type=int, help="torch's CPU threads in the submission's processes")
+    run.add_argument("--work", help="keep the submission's files (logs, model.pt) in this folder")
+    run.set_defaults(handler=cmd_challenge_run)
+
     train = commands.add_parser("train", help="train one model on one subset under a budget; writes a run record")
     train.add_argument("--manifest", required=True, help="subset manifest (haet data subset)")
     train.add_argument("--out", required=True, help="run record path (JSON)")
@@ -763,7 +807,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="result tables from run records, and their audit")
     report_commands = report.add_subparsers(dest="report_command", required=True)
     table = report_commands.add_parser("table", help="one table as PREFIX.json, PREFIX.csv and PREFIX.md")
-    table.add_argument("kind", choices=["table1", "table2a", "table2", "table3", "table4", "fidelity"])
+    table.add_argument("kind", choices=["table1", "table2a", "table2", "table3", "table4", "fidelity", "leaderboard"])
     table.add_argument(
         "--group",
         nargs="+",
@@ -791,7 +835,7 @@ def build_parser() -> argparse.ArgumentParser:
     ranking.add_argument("--out", required=True)
     ranking.set_defaults(handler=cmd_report)
     figure = report_commands.add_parser("figure", help="one figure (PNG) from run records and search logs")
-    figure.add_argument("kind", choices=["screening", "nas", "hpo", "curves", "fidelity"])
+    figure.add_argument("kind", choices=["screening", "nas", "hpo", "curves", "fidelity", "leaderboard"])
     figure.add_argument("--group", nargs="+", action="append", default=[], metavar=("LABEL", "RECORD"))
     figure.add_argument("--search-summary", action="append", default=[], help="a search's summary.json (repeatable)")
     figure.add_argument("--out", required=True, help="PNG path")

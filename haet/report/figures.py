@@ -137,7 +137,32 @@ def fidelity(groups: dict[str, list[str]], searches: list[str], axes: plt.Axes) 
     axes.legend(fontsize=7, loc="best")
 
 
-FIGURES = {"screening": screening, "nas": nas, "hpo": hpo, "curves": curves, "fidelity": fidelity}
+def leaderboard(groups: dict[str, list[str]], searches: list[str], axes: plt.Axes) -> None:
+    """Entries ranked by mean score, the leader at the top: each run's score, and the mean with its 95% interval."""
+    scored = []
+    for label, paths in groups.items():
+        counted, _ = counted_runs(label, [(path, read_run_record(path)) for path in paths])
+        scored.append((label, [100 * record["metrics"]["val_acc_final"] for _, record in counted]))
+    scored.sort(key=lambda entry: -statistics.fmean(entry[1]))
+    for position, (_, values) in enumerate(scored):
+        axes.scatter(values, [position] * len(values), color="#8C8C8C", s=14, label="a run" if position == 0 else None)
+        axes.errorbar(statistics.fmean(values), position, xerr=ci95_half_width(values) or 0.0, fmt="o",
+                      color="#4C72B0", capsize=3, label="mean, 95% interval" if position == 0 else None)  # fmt: skip
+    axes.set_yticks(range(len(scored)), [f"{label}\nn={len(values)}" for label, values in scored])
+    axes.invert_yaxis()
+    axes.set_xlabel("test accuracy (%) of the last model handed in before the deadline")
+    axes.set_title("Leaderboard: one budget, one machine")
+    axes.legend(fontsize=7, loc="best")
+
+
+FIGURES = {
+    "screening": screening,
+    "nas": nas,
+    "hpo": hpo,
+    "curves": curves,
+    "fidelity": fidelity,
+    "leaderboard": leaderboard,
+}
 
 
 def write_figure(kind: str, groups: dict[str, list[str]], searches: list[str], out: str | Path) -> None:

@@ -37,4 +37,5 @@ TITLES = {
     "table3": "Table 3: before and after HPO",
     "table4": "Table 4: final evaluation",
     "fidelity": "Fidelity: the paper's numbers beside the harness's, one protocol detail changed per arm",
+    "leaderboard": "Leaderboard: submissions under one budget on one machine, scored on test images they never saw",
 }

@@ -92,8 +92,30 @@ FIDELITY_COLUMNS = [
 ]
 
 
+# The challenge's leaderboard (one row an entry, ranked; haet.challenge's submission records)
+LEADERBOARD_COLUMNS = [
+    "rank",
+    "label",
+    "n",
+    "val_acc_final_mean",
+    "val_acc_final_std",
+    "val_acc_final_ci95",
+    "vs_leader",
+    "vs_leader_ci95",
+    "welch_p",
+    "outcomes",
+    "params",
+    "macs",
+    "hardware",
+    "budget_s",
+    "budget_mode",
+    "dataset",
+    "image",
+]
+
+
 def columns_of(kind: str) -> list[str]:
-    return FIDELITY_COLUMNS if kind == "fidelity" else COLUMNS
+    return {"fidelity": FIDELITY_COLUMNS, "leaderboard": LEADERBOARD_COLUMNS}.get(kind, COLUMNS)
 
 
 OPTIMISM_NOTE = (
@@ -348,6 +370,62 @@ def fidelity_fields(row: dict, counted: list[tuple[str, dict]], reference: list[
     return fields
 
 
+def hardware_of(record: dict) -> str:
+    """What a run ran on, as a leaderboard compares it: the device's name and, on GPUs, how many it was given."""
+    provenance = record["provenance"]
+    if not record["runtime"]["device"].startswith("cuda"):
+        return f"{provenance['device_name']} (CPU, {provenance['cpu_count']} cores)"
+    visible = (provenance.get("gpu") or {}).get("visible_devices")
+    count = len([gpu for gpu in visible.split(",") if gpu.strip()]) if visible else 1
+    return f"{count}x {provenance['device_name']}"
+
+
+def leaderboard_row(label: str, records: list[tuple[str, dict]]) -> dict:
+    """One entry: the mean score of its runs, how they ended, and the hardware and budget they had."""
+    sources = [{"path": path, "content_sha256": record["content_sha256"]} for path, record in records]
+    not_submissions = [path for path, record in records if "submission" not in record]
+    if not_submissions:
+        raise HaetError(f"leaderboard row {label!r}: {not_submissions[0]} is a training's record, not a submission's")
+    counted, excluded = counted_runs(label, records)
+    finals = [record["metrics"]["val_acc_final"] for _, record in counted]
+    outcomes = collections.Counter(record["submission"]["outcome"] for _, record in counted)
+    first = counted[0][1]
+    return {
+        "label": label,
+        "n": len(counted),
+        "val_acc_final_mean": statistics.fmean(finals),
+        "val_acc_final_std": statistics.stdev(finals) if len(finals) > 1 else 0.0,
+        "val_acc_final_ci95": ci95_half_width(finals),
+        "outcomes": ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items())),
+        "params": first["model"]["params"],
+        "macs": first["model"]["macs"],
+        "hardware": "; ".join(sorted({hardware_of(record) for _, record in counted})),
+        "budget_s": first["budget"]["seconds"],
+        "budget_mode": f"competition (hard kill, grace {first['submission']['grace_s']:g} s)",
+        "dataset": (
+            f"{first['subset']['dataset']} ({first['subset']['train_count']} train, "
+            f"{first['subset']['validation_count']} test)"
+        ),  # fmt: skip
+        "image": _short_image({image_of(record) for _, record in counted}),
+        "sources": sources,
+        "excluded": excluded,
+        "finals": finals,
+    }
+
+
+def leaderboard_rows(groups: dict[str, list[tuple[str, dict]]]) -> list[dict]:
+    """Entries ranked by mean final accuracy, each against the leader by Welch's test."""
+    rows = sorted((leaderboard_row(label, records) for label, records in groups.items()),
+                  key=lambda row: -row["val_acc_final_mean"])  # fmt: skip
+    for rank, row in enumerate(rows, start=1):
+        row["rank"] = rank
+        difference, half_width, p = (None, None, None) if rank == 1 else welch(row["finals"], rows[0]["finals"])
+        row |= {"vs_leader": difference, "vs_leader_ci95": half_width, "welch_p": p}
+    for row in rows:
+        del row["finals"]
+    return rows
+
+
 def summarize(label: str, records: list[tuple[str, dict]]) -> dict:
     """One row: the mean and spread of a group of runs of one model spec and recipe."""
     sources = [{"path": path, "content_sha256": record["content_sha256"]} for path, record in records]
@@ -389,6 +467,8 @@ def summarize(label: str, records: list[tuple[str, dict]]) -> dict:
 
 
 def build_rows(kind: str, groups: dict[str, list[tuple[str, dict]]]) -> list[dict]:
+    if kind == "leaderboard":
+        return leaderboard_rows(groups)
     rows = [summarize(label, records) for label, records in groups.items()]
     if kind == "fidelity":  # the first group is the reference arm
         counted = {label: counted_runs(label, records)[0] for label, records in groups.items()}
@@ -412,8 +492,8 @@ def build_rows(kind: str, groups: dict[str, list[tuple[str, dict]]]) -> list[dic
 
 
 PERCENT_COLUMNS = ("val_acc_final_mean", "val_acc_final_std", "val_acc_best_optimistic_mean")
-INTERVAL_COLUMNS = ("val_acc_final_ci95", "val_acc_best_ci95", "final_vs_reference_ci95")
-SIGNED_PERCENT_COLUMNS = ("best_vs_paper", "final_vs_reference")  # points of accuracy
+INTERVAL_COLUMNS = ("val_acc_final_ci95", "val_acc_best_ci95", "final_vs_reference_ci95", "vs_leader_ci95")
+SIGNED_PERCENT_COLUMNS = ("best_vs_paper", "final_vs_reference", "vs_leader")  # points of accuracy
 
 
 def _cell(column: str, value) -> str:
@@ -448,6 +528,8 @@ HEADERS = {
     "final_vs_reference": "final - reference arm (points)",
     "final_vs_reference_ci95": "its 95% CI",
     "welch_p": "Welch p",
+    "vs_leader": "- leader (points)",
+    "vs_leader_ci95": "its 95% CI",
     "epochs_mean": "epochs",
     "budget_s": "budget s",
     "max_epochs": "max epochs",
@@ -479,6 +561,14 @@ def render_csv(table: dict) -> str:
     for row in table["rows"]:
         writer.writerow({column: "" if row.get(column) is None else row.get(column) for column in columns})
     return buffer.getvalue()
+
+
+LEADERBOARD_NOTE = (
+    "Each entry trained in a process of its own until the deadline (a hard kill after the grace), and the harness "
+    "scored the last model it handed in on test images it never saw: acc final is that score (no choice of epoch "
+    "on test images). - leader is the difference from the first row in points, with its 95% interval and Welch's "
+    "two-sided p. A row compares only with rows of the same hardware and budget."
+)
 
 
 def fidelity_notes(rows: list[dict]) -> list[str]:
@@ -533,13 +623,15 @@ def table_notes(
     kind: str, loaded: dict[str, list[tuple[str, dict]]], rows: list[dict], allow_mixed_images: bool, searches: list
 ) -> list[str]:
     """A table's notes, every one derived from its records, rows and searches (the audit derives them again)."""
-    notes = [OPTIMISM_NOTE]
+    notes = [LEADERBOARD_NOTE if kind == "leaderboard" else OPTIMISM_NOTE]
     if any(r["subset"]["validation_from_test_split"] for records in loaded.values() for _, r in records):
         notes.append("Validation images were drawn from the dataset's test split, as in the paper.")
     if allow_mixed_images:
         notes.append("The study allows runs from different images (or native runs) in one table: see `image`.")
     notes += [search_note(source) for source in searches]
     notes += fidelity_notes(rows) if kind == "fidelity" else []
+    if kind == "leaderboard" and len({row["hardware"] for row in rows}) > 1:
+        notes.append("Rows ran on different hardware: under a time budget they are not comparable.")
     left_out = [f"{item['path']} ({item['reason']})" for row in rows for item in row["excluded"]]
     if left_out:
         notes.append("Not counted in n, means or ranks: " + ", ".join(left_out) + ".")

@@ -311,8 +311,14 @@ def train_epoch(run: Setup, config: TrainConfig, clock: BudgetClock, epoch: int)
     return loss_sum, images, steps, ended
 
 
-def train(config: TrainConfig, subset: Subset, on_epoch: Callable[[dict], None] | None = None) -> dict:
-    """Train config's model on subset within config's budget; returns the run record's body."""
+def train(
+    config: TrainConfig,
+    subset: Subset,
+    on_epoch: Callable[[dict], None] | None = None,
+    on_model: Callable[[nn.Module], None] | None = None,
+) -> dict:
+    """Train config's model on subset within config's budget; returns the run record's body. on_epoch gets each
+    evaluated epoch's curve point, on_model the model after it (a challenge submission hands it in)."""
     run = set_up(config, subset)
     budget = config.budget
     # competition mode's clock starts here, after set-up
@@ -359,6 +365,8 @@ def train(config: TrainConfig, subset: Subset, on_epoch: Callable[[dict], None] 
                 curve.append(curve_point())
                 if on_epoch is not None:
                     on_epoch(curve[-1] | {"budget_s": budget.seconds, "max_epochs": budget.max_epochs})
+                if on_model is not None:
+                    on_model(run.model)
             early = budget.early_stop_epoch is not None and epoch >= budget.early_stop_epoch
             if stopped_by is None and early and curve and max(p["val_acc"] for p in curve) <= budget.early_stop_acc:
                 stopped_by = "early_stop"
@@ -368,6 +376,20 @@ def train(config: TrainConfig, subset: Subset, on_epoch: Callable[[dict], None] 
     if not curve or curve[-1]["steps"] != steps:
         curve.append(curve_point())
     return run_record_body(config, subset, run, clock, curve, stopped_by, epoch, steps, images_seen, eval_s, last_loss)
+
+
+def subset_summary(subset: Subset) -> dict:
+    """What a run record says of the subset it used: its manifest's hash, and what the manifest drew."""
+    manifest = subset.manifest
+    return {
+        "manifest_sha256": manifest.get("content_sha256") or content_hash(manifest),
+        "dataset": manifest["dataset"]["name"],
+        "run": manifest["run"],
+        "subset_seed": manifest["subset_seed"],
+        "train_count": len(subset.train.labels),
+        "validation_count": len(subset.validation.labels),
+        "validation_from_test_split": manifest["validation_from_test_split"],
+    }
 
 
 def run_record_body(
@@ -392,15 +414,7 @@ def run_record_body(
         "status": "interrupted" if stopped_by == "interrupt" else "complete",
         "config": config_dict,
         "config_sha256": sha256_bytes(canonical_json(config_dict).encode()),
-        "subset": {
-            "manifest_sha256": manifest.get("content_sha256") or content_hash(manifest),
-            "dataset": manifest["dataset"]["name"],
-            "run": manifest["run"],
-            "subset_seed": manifest["subset_seed"],
-            "train_count": len(subset.train.labels),
-            "validation_count": len(subset.validation.labels),
-            "validation_from_test_split": manifest["validation_from_test_split"],
-        },
+        "subset": subset_summary(subset),
         "seed": run.seed,
         "seeds": run.seeds,
         "model": {

@@ -470,3 +470,34 @@ def paper_beside_harness(tables_folder):
 
 # read by the report's first page only; set after the config was validated, so no study config can set it
 config["_paper_beside_harness"] = paper_beside_harness(f"{OUT}/tables")
+
+
+# The challenge's leaderboard (leaderboard.smk), when the config has its section: every entry on the same subsets.
+LEADERBOARD = config.get("leaderboard")
+LEADERBOARD_RUN = f"{OUT}/leaderboard/{{entry}}/run{{run}}.json"
+# torch's threads in a submission's processes (and the cores its job holds): leaderboard.threads, else 1
+LEADERBOARD_THREADS = (LEADERBOARD or {}).get("threads") or 1
+
+
+def leaderboard_subset_config():
+    """The final evaluation's data and subsets (the challenge's protocol), unless the section gives its own."""
+    data = LEADERBOARD.get("data", config["final"]["data"])
+    spec = LEADERBOARD.get("subsets", config["final"]["subsets"])
+    return {"data": data, "subsets": {key: value for key, value in spec.items() if key != "runs"}}
+
+
+def leaderboard_gpus():
+    device = LEADERBOARD.get("device", "auto")
+    return 0 if device == "cpu" or (device == "auto" and NO_GPU_HERE) else 1
+
+
+def leaderboard_groups():
+    """The leaderboard's rows: one an entry, its runs."""
+    runs = range(LEADERBOARD["runs"])
+    return {entry: runs_of(LEADERBOARD_RUN, runs, entry=entry) for entry in LEADERBOARD["submissions"]}
+
+
+if LEADERBOARD:
+    if "subsets" in LEADERBOARD["submissions"]:
+        raise ValueError("leaderboard.submissions: `subsets` names the leaderboard's subsets folder; rename the entry")
+    TABLE_GROUPS["leaderboard"] = FIGURE_GROUPS["leaderboard"] = leaderboard_groups

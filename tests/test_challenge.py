@@ -1,0 +1,200 @@
+"""Challenge mode (haet challenge run): a submission trains in its own process under a hard deadline, sees no test
+data, and each way it can fail ends as its own outcome in a record the audit reads; the references learn."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from haet.challenge import example_submission as example
+from haet.challenge.references import paper, winner
+from haet.cli import main
+from haet.data.subsets import SubsetSpec, load_subset, make_manifest, read_manifest, write_manifest
+from haet.records import read_run_record
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "haet" / "challenge" / "example_submission.py"
+
+# A model any submission below can hand in: the most frequent training label, as a plain dict (not a Module).
+MAJORITY = """
+import numpy as np
+
+def majority(labels):
+    return {"label": int(np.bincount(labels).argmax())}
+"""
+
+
+@pytest.fixture(scope="module")
+def manifest_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("challenge") / "subset.json"
+    write_manifest(make_manifest(SubsetSpec("digits", train_per_class=30, val_per_class=20)), path)
+    return path
+
+
+def submission(tmp_path: Path, name: str, train_body: str, predict_body: str = "return np.full(len(images), "
+               "model['label'])") -> Path:  # fmt: skip
+    path = tmp_path / f"{name}.py"
+    path.write_text(
+        MAJORITY
+        + "\ndef train(images, labels, num_classes, device, deadline, hand_in):\n"
+        + textwrap.indent(textwrap.dedent(train_body), "    ")
+        + "\n\ndef predict(model, images):\n    "
+        + predict_body
+        + "\n"
+    )
+    return path
+
+
+def run(capsys, manifest: Path, spec: Path | str, out: Path, budget_s: float = 3, *extra: str) -> tuple[int, str]:
+    code = main(["challenge", "run", "--submission", str(spec), "--manifest", str(manifest), "--out", str(out),
+                 "--budget-s", str(budget_s), "--grace-s", "1", "--threads", "1", *extra])  # fmt: skip
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_the_example_submission_learns_and_its_record_names_its_file_and_model(manifest_file, tmp_path, capsys):
+    work = tmp_path / "work"
+    code, output = run(
+        capsys, manifest_file, EXAMPLE, tmp_path / "run0.json", 4, "--name", "example", "--work", str(work)
+    )
+    assert code == 0, output
+    record = read_run_record(tmp_path / "run0.json")
+    entry = record["submission"]
+    assert entry["outcome"] == "finished" and entry["enforcement"] == "hard-kill" and entry["models_handed_in"] >= 1
+    assert entry["files"] == [{"path": str(EXAMPLE), "sha256": hashlib.sha256(EXAMPLE.read_bytes()).hexdigest()}]
+    assert record["model"]["name"] == "example" and record["model"]["params"] == 20234 and record["model"]["macs"] > 0
+    # the score is the last handed-in model's on the subset's test images (how well it learnt in 4 s depends on
+    # the machine's load: tests/test_challenge.py holds the references' learning to epoch budgets)
+    subset = load_subset(read_manifest(manifest_file))
+    predictions = example.predict(torch.load(work / "model.pt", weights_only=False), subset.validation.images)
+    assert record["metrics"]["val_acc_final"] == (predictions == subset.validation.labels).mean()
+    assert 0 < entry["last_hand_in_s"] <= 4 and entry["test_images"] == 200
+    assert (
+        f"example: finished (train returned before the deadline); accuracy {record['metrics']['val_acc_final']:.4f}"
+        in output
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "train_body", "predict_body", "outcome", "message"),
+    [
+        ("crashes", "raise RuntimeError('out of ideas')", None, "crashed", "train exited with code 1"),
+        ("never_hands_in", "pass", None, "no-model", "it handed in no model before the deadline"),
+        ("hands_in_late", "import time\ntime.sleep(deadline - time.time() + 0.2)\nhand_in(majority(labels))", None,
+         "no-model", "handed in no model"),
+        ("wrong_shape", "hand_in(majority(labels))", "return np.zeros((len(images), 1))", "bad-predict",
+         "predict returned shape (200, 1) of float64 for 200 images; it must return 200 class indices"),
+        ("predict_raises", "hand_in(majority(labels))", "raise ValueError('no')", "bad-predict",
+         "predict exited with code 1"),
+    ],
+)  # fmt: skip
+def test_each_way_a_submission_fails_is_its_own_one_line_outcome(
+    manifest_file, tmp_path, capsys, name, train_body, predict_body, outcome, message
+):
+    path = submission(tmp_path, name, train_body, *([predict_body] if predict_body else []))
+    code, output = run(capsys, manifest_file, path, tmp_path / "run0.json")
+    assert code == 0, output  # the study goes on
+    record = read_run_record(tmp_path / "run0.json")
+    assert record["submission"]["outcome"] == outcome and message in record["submission"]["message"]
+    assert record["metrics"]["val_acc_final"] == 0.0 and record["model"]["params"] is None
+    assert len(output.strip().splitlines()) == 1 and outcome in output
+    if name == "crashes":
+        assert "RuntimeError: out of ideas" in record["submission"]["output_tail"][-1]
+    if name == "hands_in_late":
+        assert record["submission"]["late_hand_ins"] == 1
+
+
+def test_a_submission_past_the_deadline_is_killed_with_its_children_and_its_last_model_scored(
+    manifest_file, tmp_path, capsys
+):
+    pid_file = tmp_path / "child.pid"
+    body = f"""
+    import subprocess, time
+    hand_in(majority(labels))
+    child = subprocess.Popen(["sleep", "600"])
+    open({str(pid_file)!r}, "w").write(str(child.pid))
+    time.sleep(600)
+    """
+    started = time.monotonic()
+    code, output = run(capsys, manifest_file, submission(tmp_path, "overstays", body), tmp_path / "run0.json", 2)
+    assert code == 0 and time.monotonic() - started < 30, output
+    record = read_run_record(tmp_path / "run0.json")
+    assert record["submission"]["outcome"] == "killed-at-deadline" and record["budget"]["stopped_by"] == "budget"
+    assert record["metrics"]["val_acc_final"] == pytest.approx(0.1)  # the majority label: one class in ten
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{child}") and "zombie" not in Path(f"/proc/{child}/status").read_text().lower():
+        assert time.monotonic() < deadline, "the submission's own child outlived the kill"
+        time.sleep(0.1)
+
+
+def test_train_sees_no_test_data_and_predict_no_labels(manifest_file, tmp_path, capsys):
+    """The train process's folder holds the training data alone; test images arrive after it ended, unlabelled."""
+    body = """
+    import sys, os
+    hand_in({"label": 0, "seen": sorted(os.listdir(sys.argv[2])), "count": len(labels)})
+    """
+    predict = "import sys, os, json; open(sys.argv[2] + '/seen-by-predict.json', 'w').write(json.dumps(sorted(os.listdir(sys.argv[2])))); return np.zeros(len(images), dtype=int)"  # noqa: E501
+    path = submission(tmp_path, "peeks", body, predict)
+    work = tmp_path / "work"
+    code, output = run(capsys, manifest_file, path, tmp_path / "run0.json", 3, "--work", str(work))
+    assert code == 0, output
+    model = torch.load(work / "model.pt", weights_only=False)
+    assert model["count"] == 300 and not any("test" in name for name in model["seen"])
+    seen_by_predict = json.loads((work / "seen-by-predict.json").read_text())
+    assert "test.npz" in seen_by_predict
+    assert set(np.load(work / "test.npz").files) == {"images"}
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("def predict(model, images):\n    return images\n", "defines no function train; it must define train("),
+        ("def train(images, labels):\n    pass\ndef predict(model, images):\n    pass\n",
+         "train(images, labels) cannot be called as train(images, labels, num_classes, device, deadline, hand_in)"),
+        ("import no_such_package_here\n", "importing it raised ModuleNotFoundError"),
+    ],
+)  # fmt: skip
+def test_a_submission_without_the_interface_is_one_line_naming_the_module_and_the_fix(
+    manifest_file, tmp_path, capsys, source, message
+):
+    path = tmp_path / "broken.py"
+    path.write_text(source)
+    code, output = run(capsys, manifest_file, path, tmp_path / "run0.json")
+    assert code == 2 and output.count("\n") == 1, output
+    assert f"haet: error: submission {path}: " in output and message in output
+    assert not (tmp_path / "run0.json").exists()
+
+
+@pytest.fixture(scope="module")
+def digits_100() -> object:
+    return load_subset(make_manifest(SubsetSpec("digits", train_per_class=100, val_per_class=50)))
+
+
+def test_the_winners_method_learns_on_the_cpu(digits_100):
+    """12 epochs in its own (epoch-scheduled) form, at 16x16 to be quick on a CPU core: well past chance."""
+    torch.manual_seed(0)
+    models = []
+    halved = digits_100.train.images[:, ::2, ::2]
+    winner.train_method(halved, digits_100.train.labels, 10, "cpu", time.time() + 600, models.append, epochs=12)
+    predictions = winner.predict(models[-1], digits_100.validation.images[:, ::2, ::2])
+    assert len(models) == 12 and predictions.dtype == np.int64
+    assert (predictions == digits_100.validation.labels).mean() > 0.7
+
+
+def test_the_papers_submission_learns_on_the_cpu_within_its_deadline(digits_100):
+    """Two digit classes (the paper's SENet-18 is slow on a CPU): past chance well before a 30-s deadline."""
+    keep, test = digits_100.train.labels < 2, digits_100.validation.labels < 2
+    torch.manual_seed(0)
+    models, deadline = [], time.time() + 30
+    paper.train(digits_100.train.images[keep], digits_100.train.labels[keep], 2, "cpu", deadline, models.append)
+    assert time.time() < deadline + 15 and models  # competition mode: the last epoch may overrun, then it stops
+    predictions = paper.predict(models[-1], digits_100.validation.images[test])
+    assert (predictions == digits_100.validation.labels[test]).mean() > 0.8
