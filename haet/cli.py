@@ -554,6 +554,8 @@ def _container_spec(args: argparse.Namespace):
         workdir=Path.cwd(),
         data_roots=tuple(Path(root) for root in getattr(args, "data_root", [])),
         gpus=getattr(args, "gpus", "auto"),
+        memory=getattr(args, "memory", None),
+        cpus=getattr(args, "cpus", None),
     )
 
 
@@ -802,6 +804,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             sub.add_argument("--data-root", action="append", default=[], help="mounted read-only; repeatable")
             sub.add_argument("--gpus", default="auto", choices=["auto", "all", "none"])
+            sub.add_argument("--memory", help="the container's memory limit, as the engine takes it: 12g, 512m")
+            sub.add_argument("--cpus", type=float, help="the container's CPU limit in cores, e.g. 1.5")
             sub.add_argument("haet_args", nargs=argparse.REMAINDER, help="-- then the haet command and its options")
 
     report = commands.add_parser("report", help="result tables from run records, and their audit")

@@ -52,6 +52,10 @@ class ContainerSpec:
     workdir: Path  # mounted read-write at its own path; the command runs there
     data_roots: tuple[Path, ...] = field(default=())  # mounted read-only at their own paths
     gpus: str = "auto"  # auto: pass every GPU through when the host has one
+    # The engine's limits on the container (None: none): memory as the engine takes it ("12g", swap included, so
+    # no swapping past it) and CPUs as a number of cores; the HAET machine's envelope was 12 GB and one Xeon.
+    memory: str | None = None
+    cpus: float | None = None
 
 
 def _socket_path(socket_url: str) -> Path:
@@ -134,6 +138,8 @@ def container_provenance() -> dict:
             "engine_version": os.environ.get("HAET_CONTAINER_ENGINE_VERSION") or None,
             "image": os.environ.get("HAET_CONTAINER_IMAGE") or None,
             "image_digest": os.environ.get("HAET_CONTAINER_IMAGE_DIGEST") or None,
+            "memory_limit": os.environ.get("HAET_CONTAINER_MEMORY") or None,
+            "cpu_limit": float(os.environ["HAET_CONTAINER_CPUS"]) if os.environ.get("HAET_CONTAINER_CPUS") else None,
         }
     apptainer_image = os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER")
     if apptainer_image and Path("/.singularity.d").is_dir():
@@ -221,7 +227,11 @@ def run(spec: ContainerSpec, args: list[str], output: BinaryIO | None = None) ->
         "HAET_CONTAINER_ENGINE_VERSION": engine["engine_version"] or "",
         "HAET_CONTAINER_IMAGE": spec.image,
         "HAET_CONTAINER_IMAGE_DIGEST": identity["image_digest"],
+        "HAET_CONTAINER_MEMORY": spec.memory or "",
+        "HAET_CONTAINER_CPUS": "" if spec.cpus is None else f"{spec.cpus:g}",
     }
+    limits = {"mem_limit": spec.memory, "memswap_limit": spec.memory} if spec.memory else {}
+    limits |= {"nano_cpus": round(spec.cpus * 1e9)} if spec.cpus else {}
     try:
         container = client.containers.create(
             identity["image_id"],
@@ -235,6 +245,7 @@ def run(spec: ContainerSpec, args: list[str], output: BinaryIO | None = None) ->
             shm_size="1g",  # DataLoader workers share batches through /dev/shm
             labels={"org.haet.command": " ".join(args)[:200], LAUNCHER_LABEL: f"{socket.gethostname()}:{os.getpid()}"},
             **_gpu_options(spec.gpus, engine["engine"]),
+            **limits,
         )
     except docker.errors.APIError as exc:
         raise ContainerError(f"the engine refused to create the container: {exc.explanation or exc}") from None
@@ -257,6 +268,10 @@ def run(spec: ContainerSpec, args: list[str], output: BinaryIO | None = None) ->
         if pending:
             tail.append(pending.decode(errors="replace"))
         status = _wait(container)
+        container.reload()
+        # Podman leaves OOMKilled false when the kernel kills a process under the container's init, which then exits
+        # 137: with a memory limit set, a SIGKILL nobody here sent is the limit's
+        out_of_memory = bool(container.attrs.get("State", {}).get("OOMKilled")) or (spec.memory and status == 137)
     except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
         explanation = getattr(exc, "explanation", None) or exc
         raise ContainerError(f"the engine failed while running the container: {explanation}") from None
@@ -265,9 +280,15 @@ def run(spec: ContainerSpec, args: list[str], output: BinaryIO | None = None) ->
             signal.signal(signum, handler)
         with contextlib.suppress(docker.errors.APIError):  # already gone
             container.remove(force=True)
+    command = " ".join(itertools.takewhile(lambda word: not word.startswith("-"), args))
+    if out_of_memory and status not in (0, 130):  # a child killed for memory in a command that went on is its own
+        raise StageFailed(
+            f"`haet {command}` was killed for memory inside {spec.image}: it went over the container's limit of "
+            f"{spec.memory} (container.memory, or --memory)",
+            status or 137,
+        )
     if status not in (0, 130):
         last = " | ".join(line.strip() for line in tail if line.strip())[-600:]
-        command = " ".join(itertools.takewhile(lambda word: not word.startswith("-"), args))
         raise StageFailed(
             f"`haet {command}` failed inside {spec.image} with exit status {status}; last lines: {last}",
             status,

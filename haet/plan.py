@@ -102,7 +102,16 @@ def stages(config: dict) -> list[Stage]:
         Stage("hpo_runs", hpo_runs, _budget_s(*hpo_layers)),
         Stage("final", final_runs, _budget_s(*final_layers)),
         Stage("reference", min(hpo_runs, reference_runs) + min(final_runs, reference_runs), _budget_s(*final_layers)),
-    ]
+    ] + leaderboard_stages(config)
+
+
+def leaderboard_stages(config: dict) -> list[Stage]:
+    """The challenge's leaderboard: each entry's runs, each run its budget plus the grace (the kill comes then)."""
+    board = config.get("leaderboard")
+    if not board:
+        return []
+    trainings = len(_get(config, "leaderboard", "submissions")) * _get(config, "leaderboard", "runs")
+    return [Stage("leaderboard", trainings, _get(config, "leaderboard", "budget_s") + board.get("grace_s", 5))]
 
 
 def _layered(*layers: dict) -> dict:
@@ -200,14 +209,15 @@ def measured_jobs(benchmarks: Path) -> dict[str, list[float]]:
     """Seconds of every job of a run, by stage, from Snakemake's benchmark files (RESULTS/benchmarks)."""
     if not benchmarks.is_dir():
         raise HaetError(f"{benchmarks}: no benchmark folder (Snakemake writes results/<study>/benchmarks)")
-    folders = {"screening": "screening", "nas": "nas", "augment": "augment", "final": "final", "reference": "reference"}
+    folders = {"screening": "screening", "nas": "nas", "augment": "augment", "final": "final", "reference": "reference",
+               "leaderboard": "leaderboard"}  # fmt: skip
     jobs: dict[str, list[float]] = {}
     for path in sorted(benchmarks.rglob("*.tsv")):
         relative = path.relative_to(benchmarks)
         folder, stem = relative.parts[0], path.stem
         if folder == "hpo":
             stage = "hpo" if stem == "search" else "hpo_runs"
-        elif folder in ("final", "fidelity") and stem.startswith("subset"):
+        elif folder in ("final", "fidelity", "leaderboard") and stem.startswith("subset"):
             continue
         elif folder == "fidelity":  # ARM-runK.tsv
             stage = f"fidelity {stem.rsplit('-run', 1)[0]}"

@@ -165,6 +165,7 @@ def short_study() -> dict:
         config[section]["train"] = config[section]["train"] | {"budget": {"seconds": None, "max_epochs": 1}}
     config["nas"]["search"]["max_evaluations"] = 3
     config["hpo"]["search"]["max_evaluations"] = 2
+    config["leaderboard"] |= {"runs": 1, "budget_s": 4, "grace_s": 2}  # each entry once, shortly
     return config
 
 

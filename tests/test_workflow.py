@@ -649,7 +649,7 @@ def test_a_study_through_storage_writes_every_table_figure_and_search_log_there_
     assert stages.count("screening") == 4 and stages.count("nas search") >= 2 and stages.count("hpo search") >= 1
     monkeypatch.chdir(workdir)  # the tables name the working copies of their run records, which Snakemake kept
     tables = sorted(map(str, (results / "tables").glob("*.json")))
-    assert len(tables) == 5 and main(["report", "audit", *tables]) == 0
+    assert len(tables) == 6 and main(["report", "audit", *tables]) == 0  # with the leaderboard
 
 
 def test_a_new_snakemake_over_the_storage_reads_the_checkpoints_from_it_and_has_nothing_to_do(storage_study):

@@ -84,7 +84,9 @@ def outcome_of(supervised: dict, work: Path) -> tuple[str, str]:
     if code == 0:
         return "finished", "train returned before the deadline"
     if code == -signal.SIGKILL:
-        return "out-of-memory", "killed by a SIGKILL the harness did not send (the kernel's OOM killer)"
+        limit = os.environ.get("HAET_CONTAINER_MEMORY")
+        where = f"over the container's memory limit of {limit}" if limit else "the kernel's OOM killer"
+        return "out-of-memory", f"killed by a SIGKILL the harness did not send: out of memory ({where})"
     message = _error_line(work) if code == ERROR_EXIT else None
     return "crashed", message or f"train exited with code {code}; its output's last lines are in the record"
 

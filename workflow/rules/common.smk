@@ -67,10 +67,15 @@ def haet_command(container, data_roots):
         words += ["--socket", container["socket"]]
     for root in data_roots:
         words += ["--data-root", root]
+    if container.get("memory"):
+        words += ["--memory", container["memory"]]
+    if container.get("cpus"):
+        words += ["--cpus", str(container["cpus"])]
     return shlex.join(words) + " --"
 
 
-HAET = haet_command(CONTAINER, [data["root"] for data in (config["data"], config["final"]["data"]) if data["root"]])
+STUDY_DATA = (config["data"], config["final"]["data"], (config.get("leaderboard") or {}).get("data") or {})
+HAET = haet_command(CONTAINER, [data["root"] for data in STUDY_DATA if data.get("root")])
 MIXED_IMAGES = "--allow-mixed-images" if CONTAINER["allow_mixed_images"] else ""
 
 
@@ -477,6 +482,11 @@ LEADERBOARD = config.get("leaderboard")
 LEADERBOARD_RUN = f"{OUT}/leaderboard/{{entry}}/run{{run}}.json"
 # torch's threads in a submission's processes (and the cores its job holds): leaderboard.threads, else 1
 LEADERBOARD_THREADS = (LEADERBOARD or {}).get("threads") or 1
+# The leaderboard's jobs in the image under the challenge's envelope (leaderboard.memory, .cpus), not the study's
+LEADERBOARD_HAET = haet_command(
+    CONTAINER | {key: (LEADERBOARD or {}).get(key, "12g" if key == "memory" else None) for key in ("memory", "cpus")},
+    [data["root"] for data in STUDY_DATA if data.get("root")],
+)
 
 
 def leaderboard_subset_config():

@@ -27,7 +27,7 @@ rule leaderboard_run:
     output:
         LEADERBOARD_RUN,
     params:
-        haet=HAET,
+        haet=LEADERBOARD_HAET,
         submission=lambda wildcards: LEADERBOARD["submissions"][wildcards.entry],
         budget_s=lambda wildcards: LEADERBOARD["budget_s"],
         grace_s=lambda wildcards: LEADERBOARD.get("grace_s", 5),
