@@ -339,16 +339,24 @@ def cmd_challenge_run(args: argparse.Namespace) -> int:
     check_writable(args.out, (args.manifest,))
     subset = load_subset(read_manifest(args.manifest), args.data_root)
     name = args.name or args.submission
+    container = _container_spec(args) if args.image else None
     with tempfile.TemporaryDirectory(prefix="haet-submission-") as work:
-        body = run_submission(name, args.submission, subset, Path(args.work or work), args.budget_s, args.grace_s,
-                              args.device, args.seed, args.threads)  # fmt: skip
-    record = write_run_record(body, args.out)
+        body, ran_in = run_submission(name, args.submission, subset, Path(args.work or work), args.budget_s,
+                                      args.grace_s, args.device, args.seed, args.threads, container)  # fmt: skip
+    record = write_run_record(body, args.out, container=ran_in)
     submission = record["submission"]
     print(
         f"{args.out}: {name}: {submission['outcome']} ({submission['message']}); accuracy "
         f"{record['metrics']['val_acc_final']:.4f} on {submission['test_images']} test images, "
         f"{submission['models_handed_in']} model(s) handed in"
     )
+    return 0
+
+
+def cmd_challenge_child(args: argparse.Namespace) -> int:
+    from haet.challenge.child import main as child
+
+    child([args.stage, args.work])
     return 0
 
 
@@ -684,7 +692,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="seeds random, numpy and torch in the submission (default: subset's)")
     run.add_argument("--threads", type=int, help="torch's CPU threads in the submission's processes")
     run.add_argument("--work", help="keep the submission's files (logs, model.pt) in this folder")
+    run.add_argument("--image", help="run train and predict in this image, each with the work folder alone mounted")
+    run.add_argument("--socket", default=os.environ.get("HAET_CONTAINER_SOCKET"), help="--image: the engine's API")
+    run.add_argument("--gpus", default="auto", choices=["auto", "all", "none"], help="--image: GPUs passed in")
+    run.add_argument("--memory", help="--image: the containers' memory limit (the challenge's: 12g)")
+    run.add_argument("--cpus", type=float, help="--image: the containers' CPU limit in cores")
     run.set_defaults(handler=cmd_challenge_run)
+    child = challenge_commands.add_parser("child", help="(the harness's own) a submission's train or predict process")
+    child.add_argument("stage", choices=["train", "predict"])
+    child.add_argument("work")
+    child.set_defaults(handler=cmd_challenge_child)
 
     train = commands.add_parser("train", help="train one model on one subset under a budget; writes a run record")
     train.add_argument("--manifest", required=True, help="subset manifest (haet data subset)")

@@ -210,16 +210,12 @@ def _remove_orphans(client) -> None:
             container.remove(force=True)
 
 
-def run(spec: ContainerSpec, args: list[str], output: BinaryIO | None = None) -> int:
-    """Run `haet ARGS` in the image; stream its output; return its exit status. Ctrl-C and SIGTERM reach it."""
+def _create(client, spec: ContainerSpec, args: list[str]):
+    """The container of `haet ARGS` (created, not started) and what ran it: the engine and the image's digest."""
     import docker.errors
-    import requests
 
-    output = output or sys.stdout.buffer
-    client = connect(spec.socket)
     engine = engine_identity(client)
     identity = image_identity(client, spec.image)
-    _remove_orphans(client)
     environment = {name: os.environ[name] for name in FORWARDED_VARIABLES if name in os.environ}
     environment |= {
         "HOME": "/tmp",  # the host's uid has no home in the image
@@ -249,6 +245,66 @@ def run(spec: ContainerSpec, args: list[str], output: BinaryIO | None = None) ->
         )
     except docker.errors.APIError as exc:
         raise ContainerError(f"the engine refused to create the container: {exc.explanation or exc}") from None
+    ran_in = {
+        "engine": engine["engine"],
+        "engine_version": engine["engine_version"],
+        "image": spec.image,
+        "image_digest": identity["image_digest"],
+        "memory_limit": spec.memory,
+        "cpu_limit": spec.cpus,
+    }
+    return container, ran_in
+
+
+class Detached:
+    """`haet ARGS` in the image in the background, polled, waited for and killed as a child process is (exit
+    status 137, a SIGKILL, reads as -9): the challenge's train and predict processes, each in a container of its
+    own with spec.workdir alone mounted."""
+
+    def __init__(self, spec: ContainerSpec, args: list[str], log: Path):
+        self.client = connect(spec.socket)
+        _remove_orphans(self.client)
+        self.container, self.ran_in = _create(self.client, spec, args)
+        self.container.start()
+        self.log, self.returncode = log, None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.container.reload()
+            state = self.container.attrs.get("State", {})
+            if not state.get("Running") and state.get("Status") not in ("created", "configured", "initialized"):
+                self._finish(state.get("ExitCode", 1))
+        return self.returncode
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            self._finish(self.container.wait()["StatusCode"])
+        return self.returncode
+
+    def kill(self) -> None:
+        import docker.errors
+
+        with contextlib.suppress(docker.errors.APIError):  # gone already
+            self.container.kill()
+
+    def _finish(self, status: int) -> None:
+        import docker.errors
+
+        with contextlib.suppress(docker.errors.APIError):
+            self.log.write_bytes(self.container.logs())
+            self.container.remove(force=True)
+        self.returncode = -signal.SIGKILL if status == 137 else status
+
+
+def run(spec: ContainerSpec, args: list[str], output: BinaryIO | None = None) -> int:
+    """Run `haet ARGS` in the image; stream its output; return its exit status. Ctrl-C and SIGTERM reach it."""
+    import docker.errors
+    import requests
+
+    output = output or sys.stdout.buffer
+    client = connect(spec.socket)
+    _remove_orphans(client)
+    container, _ = _create(client, spec, args)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
 
     def forward(signum, frame):

@@ -179,6 +179,10 @@ def _without_timings(value):
 def test_every_record_of_the_study_names_one_image_digest(request, studies, engine):
     records = _run_records(studies["container"])
     assert len(records) >= 20  # screening, NAS evaluations, augment, HPO and final runs
+    # the leaderboard's submissions ran under the challenge's 12 GB, every other job without a limit
+    limits = {name: record["provenance"]["container"].pop("memory_limit") for name, record in records.items()}
+    assert {limit for name, limit in limits.items() if name.startswith("leaderboard/")} == {"12g"}
+    assert {limit for name, limit in limits.items() if not name.startswith("leaderboard/")} == {None}
     containers = {json.dumps(record["provenance"]["container"], sort_keys=True) for record in records.values()}
     assert len(containers) == 1, containers
     container = json.loads(containers.pop())
@@ -331,28 +335,41 @@ def test_data_roots_are_read_only_and_the_working_folder_is_writable(engine, ima
     assert (work / "s.json").stat().st_uid == os.getuid()  # written as the host's user
 
 
-def test_a_submission_over_the_containers_memory_limit_ends_as_out_of_memory_and_says_the_limit(
+def test_a_submissions_processes_run_in_the_image_seeing_their_work_folder_alone_and_within_its_envelope(
     engine, image, tmp_path
 ):
-    """issue 23: the challenge's envelope through the engine's limits; a run killed for memory is its own outcome."""
+    """issue 23: with --image, train and predict each run in a container with the work folder alone mounted (the
+    manifest beside it is out of sight) under the engine's memory and CPU limits; a run killed for memory is its
+    own outcome, and the record names the image and the limits."""
     manifest = _subset(tmp_path)
     (tmp_path / "hog.py").write_text(
+        "import os\n"
         "def train(images, labels, num_classes, device, deadline, hand_in):\n"
-        "    hand_in({'label': 0})\n"
+        f"    hand_in({{'label': 0, 'sees_manifest': os.path.exists({str(manifest)!r})}})\n"
         "    hog = [bytearray(50_000_000) for _ in range(40)]  # 2 GB\n"
-        "def predict(model, images):\n    return [0] * len(images)\n"
+        "def predict(model, images):\n    return [model['label']] * len(images)\n"
     )
+    work = tmp_path / "work"
     result = _haet(
-        "container", "run", "--image", image, "--socket", engine["HAET_CONTAINER_SOCKET"], "--memory", "768m",
-        "--cpus", "1", "--", "challenge", "run", "--submission", "hog.py", "--manifest", manifest.name,
-        "--out", "run.json", "--budget-s", "30", "--threads", "1", cwd=tmp_path,
+        "challenge", "run", "--image", image, "--socket", engine["HAET_CONTAINER_SOCKET"], "--memory", "768m",
+        "--cpus", "1", "--gpus", "none", "--submission", "hog.py", "--manifest", manifest.name, "--out", "run.json",
+        "--budget-s", "30", "--threads", "1", "--work", str(work), cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     record = read_record(tmp_path / "run.json")
-    assert record["submission"]["outcome"] == "out-of-memory"
-    assert "over the container's memory limit of 768m" in record["submission"]["message"]
+    assert record["submission"]["outcome"] == "out-of-memory", record["submission"]
+    message = record["submission"]["message"]
+    assert (
+        message
+        == "killed by a SIGKILL the harness did not send: out of memory (over the container's memory limit of 768m)"
+    )
     container = record["provenance"]["container"]
+    assert container["engine"] == "podman" and container["image"] == IMAGE
     assert container["memory_limit"] == "768m" and container["cpu_limit"] == 1.0
+    import torch
+
+    assert torch.load(work / "model.pt", weights_only=False)["sees_manifest"] is False
+    assert record["metrics"]["val_acc_final"] > 0  # the model handed in before the kill was scored, in the image
 
 
 def test_a_stage_over_the_containers_memory_limit_fails_in_one_line_naming_the_limit(engine, image, tmp_path):

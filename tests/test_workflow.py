@@ -687,7 +687,11 @@ def test_engine_docker_prefixes_every_command_and_needs_an_image(tmp_path):
     assert planned.returncode == 0, output[-3000:]
     commands = [line for line in output.splitlines() if line.startswith("Shell command:") and "None" not in line]
     prefix = "Shell command: haet container run --image localhost/haet:0.1.0 --gpus auto --socket unix:///run/e.sock --"
-    assert commands and all(line.startswith(prefix) for line in commands)
+    # a leaderboard run launches here and puts the submission's processes in containers of the image, 12 GB each
+    board = "Shell command: haet challenge run --image localhost/haet:0.1.0 --gpus auto --socket unix:///run/e.sock "
+    board += "--memory 12g --submission "
+    assert commands and all(line.startswith(prefix) or line.startswith(board) for line in commands)
+    assert sum(line.startswith(board) for line in commands) == 9
     del config["container"]["image"]
     (tmp_path / "docker.yaml").write_text(yaml.safe_dump(config))
     refused = snakemake(tmp_path, "-n", "--configfile", str(tmp_path / "docker.yaml"))

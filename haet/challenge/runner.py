@@ -13,8 +13,10 @@ its output), out-of-memory (a SIGKILL the harness did not send: on Linux the ker
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +28,7 @@ import numpy as np
 from haet import HaetError
 from haet.challenge.child import ERROR_EXIT
 from haet.challenge.submission import load_submission, submission_files
+from haet.containers import ContainerSpec
 from haet.data.subsets import Subset
 from haet.files import canonical_json, sha256_bytes
 
@@ -34,13 +37,23 @@ TAIL_LINES = 20
 POLL_S = 0.05
 
 
-def _launch(stage: str, work: Path) -> subprocess.Popen:
+def _launch(stage: str, work: Path, container: ContainerSpec | None):
+    """The train or predict process: a child process here, or a container of the image with work alone mounted."""
+    if container is not None:
+        from haet.containers import Detached
+
+        spec = dataclasses.replace(container, workdir=work, data_roots=())
+        return Detached(spec, ["challenge", "child", stage, str(work)], work / f"{stage}.log")
     log = open(work / f"{stage}.log", "wb")  # noqa: SIM115 (the child holds it; closed when it ends)
     command = [sys.executable, "-m", "haet.challenge.child", stage, str(work)]
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _kill_group(process: subprocess.Popen) -> None:
+def _kill_group(process) -> None:
+    """SIGKILL to the process and every process it started (a container: everything in it)."""
+    if not isinstance(process, subprocess.Popen):
+        process.kill()
+        return
     with contextlib.suppress(ProcessLookupError):  # the group is gone already
         os.killpg(process.pid, signal.SIGKILL)
 
@@ -54,7 +67,7 @@ def _error_line(work: Path) -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
-def supervise(process: subprocess.Popen, work: Path, budget_s: float, grace_s: float, startup_s: float) -> dict:
+def supervise(process, work: Path, budget_s: float, grace_s: float, startup_s: float) -> dict:
     """Wait for the train child; kill its group at the deadline plus grace (or when it never starts train)."""
     launched = time.time()
     killed = False
@@ -74,8 +87,8 @@ def supervise(process: subprocess.Popen, work: Path, budget_s: float, grace_s: f
             "launched_at": launched}  # fmt: skip
 
 
-def outcome_of(supervised: dict, work: Path) -> tuple[str, str]:
-    """The train child's outcome and its one-line message."""
+def outcome_of(supervised: dict, work: Path, memory_limit: str | None = None) -> tuple[str, str]:
+    """The train child's outcome and its one-line message (memory_limit: its container's, if any)."""
     code = supervised["returncode"]
     if supervised["killed"]:
         if supervised["started_at"] is None:
@@ -84,7 +97,7 @@ def outcome_of(supervised: dict, work: Path) -> tuple[str, str]:
     if code == 0:
         return "finished", "train returned before the deadline"
     if code == -signal.SIGKILL:
-        limit = os.environ.get("HAET_CONTAINER_MEMORY")
+        limit = memory_limit or os.environ.get("HAET_CONTAINER_MEMORY")  # its own container's, or the one it is in
         where = f"over the container's memory limit of {limit}" if limit else "the kernel's OOM killer"
         return "out-of-memory", f"killed by a SIGKILL the harness did not send: out of memory ({where})"
     message = _error_line(work) if code == ERROR_EXIT else None
@@ -106,11 +119,13 @@ def run_submission(
     device: str = "auto",
     seed: int | None = None,
     threads: int | None = None,
+    container: ContainerSpec | None = None,
     startup_s: float = 600.0,
     predict_s: float = 600.0,
-) -> dict:
+) -> tuple[dict, dict | None]:
     """Train, predict and score one submission on subset (its validation images are the test images); returns
-    the run record's body (provenance is added when it is written)."""
+    the run record's body (provenance is added when it is written) and, with container, what the submission's
+    processes ran in (the image's digest, the limits) for the provenance."""
     if budget_s <= 0 or grace_s < 0:
         raise HaetError(f"a submission's budget must be positive and its grace not negative ({budget_s}, {grace_s})")
     module = load_submission(spec)  # a missing or misshapen train or predict stops here, in one line
@@ -123,18 +138,23 @@ def run_submission(
     for stale in work.iterdir():
         stale.unlink()
     num_classes = len(subset.train.class_names)
-    job = {"submission": spec, "num_classes": num_classes, "device": device, "budget_s": budget_s, "seed": seed,
+    job_spec = spec
+    if container is not None and Path(spec).suffix == ".py":  # the container sees the work folder alone
+        job_spec = str(work / Path(spec).name)
+        shutil.copyfile(spec, job_spec)
+    job = {"submission": job_spec, "num_classes": num_classes, "device": device, "budget_s": budget_s, "seed": seed,
            "threads": threads}  # fmt: skip
     (work / "job.json").write_text(json.dumps(job))
     np.savez(work / "train.npz", images=subset.train.images, labels=subset.train.labels)
-    supervised = supervise(_launch("train", work), work, budget_s, grace_s, startup_s)
-    outcome, message = outcome_of(supervised, work)
+    trainer = _launch("train", work, container)
+    supervised = supervise(trainer, work, budget_s, grace_s, startup_s)
+    outcome, message = outcome_of(supervised, work, container.memory if container else None)
     output_tail = _tail(work / "train.log")
     predictions, predict_wall_s = None, 0.0
     if (work / "model.pt").exists():
         np.savez(work / "test.npz", images=subset.validation.images)  # written only now, and without labels
         predict_start = time.time()
-        predicted = supervise(_launch("predict", work), work, predict_s, 0.0, predict_s)
+        predicted = supervise(_launch("predict", work, container), work, predict_s, 0.0, predict_s)
         predict_wall_s = time.time() - predict_start
         if predicted["returncode"] == 0:
             predictions = np.load(work / "predictions.npy")
@@ -147,8 +167,9 @@ def run_submission(
     labels = subset.validation.labels
     accuracy = float((predictions == labels).mean()) if predictions is not None else 0.0
     model_size = _model_size(work / "model.pt", module, subset.train.images.shape[1], num_classes)
-    return record_body(entry, spec, module, subset, job, supervised, outcome, message, output_tail, grace_s,
+    body = record_body(entry, spec, module, subset, job, supervised, outcome, message, output_tail, grace_s,
                        accuracy, predict_wall_s, model_size, handed(work))  # fmt: skip
+    return body, getattr(trainer, "ran_in", None)
 
 
 def _model_size(path: Path, module, input_px: int, num_classes: int) -> dict:

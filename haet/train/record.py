@@ -96,8 +96,11 @@ def provenance(device: str) -> dict:
     }
 
 
-def write_run_record(body: dict, path: str | Path) -> dict:
-    """Add provenance, validate against the schema, and write atomically with the content hash."""
-    record = body | {"provenance": provenance(body["runtime"]["device"])}
+def write_run_record(body: dict, path: str | Path, container: dict | None = None) -> dict:
+    """Add provenance, validate against the schema, and write atomically with the content hash. container: what the
+    run ran in when that was not this process (a challenge submission's containers)."""
+    record = body | {
+        "provenance": provenance(body["runtime"]["device"]) | ({"container": container} if container else {})
+    }
     validate_run_record(record)
     return write_record(path, record)

@@ -482,11 +482,17 @@ LEADERBOARD = config.get("leaderboard")
 LEADERBOARD_RUN = f"{OUT}/leaderboard/{{entry}}/run{{run}}.json"
 # torch's threads in a submission's processes (and the cores its job holds): leaderboard.threads, else 1
 LEADERBOARD_THREADS = (LEADERBOARD or {}).get("threads") or 1
-# The leaderboard's jobs in the image under the challenge's envelope (leaderboard.memory, .cpus), not the study's
-LEADERBOARD_HAET = haet_command(
-    CONTAINER | {key: (LEADERBOARD or {}).get(key, "12g" if key == "memory" else None) for key in ("memory", "cpus")},
-    [data["root"] for data in STUDY_DATA if data.get("root")],
-)
+# engine docker: a leaderboard job runs here and starts the submission's train and predict processes each in a
+# container of the image with its work folder alone mounted, under the challenge's envelope (leaderboard.memory,
+# .cpus), not the study's container limits
+def leaderboard_container_args():
+    if CONTAINER["engine"] != "docker":
+        return ""
+    words = ["--image", CONTAINER["image"], "--gpus", CONTAINER["gpus"]]
+    words += ["--socket", CONTAINER["socket"]] if CONTAINER.get("socket") else []
+    words += ["--memory", LEADERBOARD.get("memory", "12g")] if LEADERBOARD.get("memory", "12g") else []
+    words += ["--cpus", str(LEADERBOARD["cpus"])] if LEADERBOARD.get("cpus") else []
+    return shlex.join(words)
 
 
 def leaderboard_subset_config():

@@ -19,7 +19,8 @@ rule leaderboard_subset:
         "{params.haet} data subset --config {params.config:q} --run {wildcards.run:q} --out {output:q} > {log:q} 2>&1"
 
 
-# One run of one entry. A crash, a timeout, no model or a wrong predict is the run's outcome, in its record: the
+# One run of one entry, here (`haet`, not the image's: with engine docker it puts the submission's processes in
+# containers of the image itself, so that they see their training data alone). A crash, a timeout, no model or a wrong predict is the run's outcome, in its record: the
 # study goes on. A submission whose train or predict is missing stops this rule with one line.
 rule leaderboard_run:
     input:
@@ -27,7 +28,7 @@ rule leaderboard_run:
     output:
         LEADERBOARD_RUN,
     params:
-        haet=LEADERBOARD_HAET,
+        container=lambda wildcards: leaderboard_container_args(),
         submission=lambda wildcards: LEADERBOARD["submissions"][wildcards.entry],
         budget_s=lambda wildcards: LEADERBOARD["budget_s"],
         grace_s=lambda wildcards: LEADERBOARD.get("grace_s", 5),
@@ -41,6 +42,6 @@ rule leaderboard_run:
     benchmark:
         f"{OUT}/benchmarks/leaderboard/{{entry}}-run{{run}}.tsv"
     shell:
-        "{params.haet} challenge run --submission {params.submission:q} --name {wildcards.entry:q} "
+        "haet challenge run {params.container} --submission {params.submission:q} --name {wildcards.entry:q} "
         "--manifest {input.manifest:q} --out {output:q} --budget-s {params.budget_s} --grace-s {params.grace_s} "
         "--device {params.device:q} --threads {params.threads} > {log:q} 2>&1"
