@@ -560,7 +560,7 @@ def _container_spec(args: argparse.Namespace):
         image=args.image,
         socket=args.socket,
         workdir=Path.cwd(),
-        data_roots=tuple(Path(root) for root in getattr(args, "data_root", [])),
+        data_roots=tuple(Path(root) for root in getattr(args, "data_root", None) or []),
         gpus=getattr(args, "gpus", "auto"),
         memory=getattr(args, "memory", None),
         cpus=getattr(args, "cpus", None),
