@@ -86,7 +86,8 @@ def test_the_example_submission_learns_and_its_record_names_its_file_and_model(m
 @pytest.mark.parametrize(
     ("name", "train_body", "predict_body", "outcome", "message"),
     [
-        ("crashes", "raise RuntimeError('out of ideas')", None, "crashed", "train exited with code 1"),
+        ("crashes", "raise RuntimeError('out of ideas')", None, "crashed",
+         "train exited with code 1: RuntimeError: out of ideas (its output's last lines are in the record)"),
         ("never_hands_in", "pass", None, "no-model", "it handed in no model before the deadline"),
         ("hands_in_late", "import time\ntime.sleep(deadline - time.time() + 0.2)\nhand_in(majority(labels))", None,
          "no-model", "handed in no model"),

@@ -101,7 +101,9 @@ def outcome_of(supervised: dict, work: Path, memory_limit: str | None = None) ->
         where = f"over the container's memory limit of {limit}" if limit else "the kernel's OOM killer"
         return "out-of-memory", f"killed by a SIGKILL the harness did not send: out of memory ({where})"
     message = _error_line(work) if code == ERROR_EXIT else None
-    return "crashed", message or f"train exited with code {code}; its output's last lines are in the record"
+    last = next((line.strip() for line in reversed(_tail(work / "train.log")) if line.strip()), None)
+    said = f": {last[:300]}" if last else ""
+    return "crashed", message or f"train exited with code {code}{said} (its output's last lines are in the record)"
 
 
 def handed(work: Path) -> dict:
