@@ -137,6 +137,19 @@ def test_a_submission_past_the_deadline_is_killed_with_its_children_and_its_last
         time.sleep(0.1)
 
 
+def test_predict_has_its_own_time_limit_counted_from_its_own_start(manifest_file, tmp_path):
+    """A train that used its whole budget leaves predict its full predict_s (once, predict's limit was counted from
+    train's start: at the paper's 600 s budget every predict was killed at once)."""
+    from haet.challenge.runner import run_submission
+
+    body = "import time\nhand_in(majority(labels))\ntime.sleep(max(deadline - time.time() - 0.2, 0))"
+    subset = load_subset(read_manifest(manifest_file))
+    record, _ = run_submission("slow", str(submission(tmp_path, "slow", body)), subset, tmp_path / "work", budget_s=3,
+                               grace_s=1, threads=1, predict_s=2.5)  # fmt: skip
+    assert record["submission"]["outcome"] == "finished", record["submission"]["message"]
+    assert record["metrics"]["val_acc_final"] == pytest.approx(0.1)
+
+
 def test_train_sees_no_test_data_and_predict_no_labels(manifest_file, tmp_path, capsys):
     """The train process's folder holds the training data alone; test images arrive after it ended, unlabelled."""
     body = """

@@ -67,13 +67,18 @@ def _error_line(work: Path) -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
-def supervise(process, work: Path, budget_s: float, grace_s: float, startup_s: float) -> dict:
-    """Wait for the train child; kill its group at the deadline plus grace (or when it never starts train)."""
+def _started_at(work: Path) -> float | None:
+    started = work / "started.json"
+    return json.loads(started.read_text())["at"] if started.exists() else None
+
+
+def supervise(process, work: Path, budget_s: float, grace_s: float, startup_s: float, timed_from_train: bool) -> dict:
+    """Wait for a child; kill its group at budget plus grace, counted from its call of train (timed_from_train:
+    the train child, which is killed too when it never calls train within startup_s) or from its launch."""
     launched = time.time()
     killed = False
     while process.poll() is None:
-        started = work / "started.json"
-        start = json.loads(started.read_text())["at"] if started.exists() else None
+        start = _started_at(work) if timed_from_train else launched
         limit = launched + startup_s if start is None else start + budget_s + grace_s
         if time.time() > limit:
             _kill_group(process)
@@ -82,9 +87,8 @@ def supervise(process, work: Path, budget_s: float, grace_s: float, startup_s: f
             break
         time.sleep(POLL_S)
     _kill_group(process)  # whatever the submission left running
-    start = json.loads((work / "started.json").read_text())["at"] if (work / "started.json").exists() else None
-    return {"returncode": process.returncode, "killed": killed, "started_at": start, "ended_at": time.time(),
-            "launched_at": launched}  # fmt: skip
+    return {"returncode": process.returncode, "killed": killed, "started_at": _started_at(work),
+            "ended_at": time.time(), "launched_at": launched}  # fmt: skip
 
 
 def outcome_of(supervised: dict, work: Path, memory_limit: str | None = None) -> tuple[str, str]:
@@ -149,14 +153,15 @@ def run_submission(
     (work / "job.json").write_text(json.dumps(job))
     np.savez(work / "train.npz", images=subset.train.images, labels=subset.train.labels)
     trainer = _launch("train", work, container)
-    supervised = supervise(trainer, work, budget_s, grace_s, startup_s)
+    supervised = supervise(trainer, work, budget_s, grace_s, startup_s, timed_from_train=True)
     outcome, message = outcome_of(supervised, work, container.memory if container else None)
     output_tail = _tail(work / "train.log")
     predictions, predict_wall_s = None, 0.0
     if (work / "model.pt").exists():
         np.savez(work / "test.npz", images=subset.validation.images)  # written only now, and without labels
         predict_start = time.time()
-        predicted = supervise(_launch("predict", work, container), work, predict_s, 0.0, predict_s)
+        predictor = _launch("predict", work, container)
+        predicted = supervise(predictor, work, predict_s, 0.0, predict_s, timed_from_train=False)
         predict_wall_s = time.time() - predict_start
         if predicted["returncode"] == 0:
             predictions = np.load(work / "predictions.npy")
