@@ -330,6 +330,7 @@ def cmd_challenge_run(args: argparse.Namespace) -> int:
     import tempfile
 
     from haet.challenge.runner import run_submission
+    from haet.challenge.sandbox import Limits, parse_bytes
     from haet.data.subsets import load_subset, read_manifest
     from haet.files import check_writable
     from haet.lease import hold_lease
@@ -340,9 +341,12 @@ def cmd_challenge_run(args: argparse.Namespace) -> int:
     subset = load_subset(read_manifest(args.manifest), args.data_root)
     name = args.name or args.submission
     container = _container_spec(args) if args.image else None
+    limits = Limits(memory_bytes=parse_bytes(args.memory)) if args.memory else None
     with tempfile.TemporaryDirectory(prefix="haet-submission-") as work:
         body, ran_in = run_submission(name, args.submission, subset, Path(args.work or work), args.budget_s,
-                                      args.grace_s, args.device, args.seed, args.threads, container)  # fmt: skip
+                                      args.grace_s, args.device, args.seed, args.threads, container,
+                                      clock=args.clock, sandbox="none" if args.unsandboxed else "bwrap",
+                                      wall_limit_s=args.wall_limit_s, limits=limits)  # fmt: skip
     record = write_run_record(body, args.out, container=ran_in)
     submission = record["submission"]
     print(
@@ -686,16 +690,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--manifest", required=True, help="subset manifest: its train images train, its validation test")
     run.add_argument("--data-root", help="where the manifest's dataset lives, if not where it says")
     run.add_argument("--out", required=True, help="run record path (JSON)")
-    run.add_argument("--budget-s", type=float, required=True, help="seconds from the start of train to the deadline")
+    run.add_argument("--budget-s", type=float, required=True, help="seconds on --clock from the start of train to the deadline")
+    run.add_argument("--clock", default="auto", choices=["auto", "cpu", "wall"],
+                     help="cpu: the CPU seconds of every process in the sandbox, which load cannot shorten (auto on "
+                          "the CPU); wall: the wall clock (auto on a GPU; the paper's)")  # fmt: skip
+    run.add_argument("--wall-limit-s", type=float, help="--clock cpu: killed past this many wall seconds "
+                     "(default 10 x budget + 60)")  # fmt: skip
+    run.add_argument("--unsandboxed", action="store_true", help="run the submission with the harness's own rights "
+                     "(no namespaces, no cgroup; --clock wall only); the record and the leaderboard say so")  # fmt: skip
     run.add_argument("--grace-s", type=float, default=5.0, help="kept running past the deadline before the kill")
     run.add_argument("--device", default="auto")
     run.add_argument("--seed", type=int, help="seeds random, numpy and torch in the submission (default: subset's)")
-    run.add_argument("--threads", type=int, help="torch's CPU threads in the submission's processes")
-    run.add_argument("--work", help="keep the submission's files (logs, model.pt) in this folder")
+    run.add_argument("--threads", type=int, default=1, help="the CPU threads a submission is given: torch's, and a CPU "
+                     "quota of this many cores on its sandbox")  # fmt: skip
+    run.add_argument("--work", help="keep the run's files here: logs, the scored model (kept/model.pt), and the small "
+                     "files its train and predict wrote (train-files/, predict-files/)")  # fmt: skip
     run.add_argument("--image", help="run train and predict in this image, each with the work folder alone mounted")
     run.add_argument("--socket", default=os.environ.get("HAET_CONTAINER_SOCKET"), help="--image: the engine's API")
     run.add_argument("--gpus", default="auto", choices=["auto", "all", "none"], help="--image: GPUs passed in")
-    run.add_argument("--memory", help="--image: the containers' memory limit (the challenge's: 12g)")
+    run.add_argument("--memory", help="the submission's memory limit, its sandbox's or its containers' (12g, the "
+                     "challenge's, by default natively; none by default with --image)")  # fmt: skip
     run.add_argument("--cpus", type=float, help="--image: the containers' CPU limit in cores")
     run.set_defaults(handler=cmd_challenge_run)
     child = challenge_commands.add_parser("child", help="(the harness's own) a submission's train or predict process")

@@ -3,8 +3,6 @@ before the deadline, handing in its model after every epoch. Copy it, change tra
 `haet challenge run --submission path/to/yours.py ...` or list it under `leaderboard.submissions`.
 """
 
-import time
-
 import numpy as np
 import torch
 from torch import nn
@@ -22,16 +20,17 @@ def train(images, labels, num_classes, device, deadline, hand_in):
     ).to(device)  # fmt: skip
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
     inputs, targets = _tensor(images, device), torch.from_numpy(labels).to(device)
+    now = deadline.now  # the run's clock: CPU seconds of the sandbox on the CPU, time.time() on the wall clock
     epoch_s = 0.0
-    while time.time() + 1.5 * epoch_s < deadline:  # stop while an epoch still fits
-        start = time.time()
+    while now() + 1.5 * epoch_s < deadline:  # stop while an epoch still fits
+        start = now()
         for batch in torch.randperm(len(targets), device=device).split(64):
             loss = nn.functional.cross_entropy(model(inputs[batch]), targets[batch])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         hand_in(model)
-        epoch_s = time.time() - start
+        epoch_s = now() - start
 
 
 @torch.no_grad()

@@ -1,23 +1,28 @@
-"""Run one submission as the HAET challenge ran its entries: train in a child process with a hard deadline, predict
-in another on test images without labels, score in this one.
+"""Run one submission as the HAET challenge ran its entries, with the harness as the only judge: train in a sandbox
+(haet.challenge.sandbox, or a container of the image) under a budget on the supervisor's own clock, predict in a
+second one on test images without labels, score here.
 
-The deadline is the budget from the moment the child calls train (competition mode: the clock starts at train,
-after the interpreter, the imports and the data load; the HAET organisers' own check ran once per epoch, this one is
-a hard kill, and the record says so). At the deadline plus grace_s the child's whole process group is killed
-(SIGKILL: children too). The last model handed in before the deadline is scored; none, and the run scores 0 as
-"no-model". Outcomes, one per record: finished (train returned), killed-at-deadline, crashed (with the last lines of
-its output), out-of-memory (a SIGKILL the harness did not send: on Linux the kernel's OOM killer), bad-predict
-(predict raised, or returned the wrong shape or dtype), no-model.
+The clock: cpu (the default on the CPU: the CPU seconds of every process in the sandbox, which a busy machine does
+not shorten) or wall (the paper's and the GPU's). It starts when the supervisor sees the harness's part of the
+child's start-up end (child.READY), so the submission's import counts. The supervisor watches the hand-in file; when
+the budget is spent it freezes the sandbox, copies the model then in place out of the sandbox's reach (that copy is
+what predict sees), thaws it for grace_s (anything handed in then is late) and kills every process in it, however
+it left its parent. What the sandbox wrote is read as hostile data: regular files only, sizes bounded, the
+predictions' shape, dtype and range checked here. Outcomes, one per record (OUTCOMES): finished (train returned),
+killed-at-deadline, wall-limit (a CPU budget not spent in wall_limit_s), crashed (with its output's last line),
+out-of-memory, process-limit, file-too-large, disk-full (a limit of the envelope, named), bad-predict, no-model.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -26,93 +31,353 @@ from pathlib import Path
 import numpy as np
 
 from haet import HaetError
-from haet.challenge.child import ERROR_EXIT
-from haet.challenge.submission import load_submission, submission_files
+from haet.challenge import child
+from haet.challenge.sandbox import INSIDE_CPU_STAT, INSIDE_WORK, Limits, Sandbox
+from haet.challenge.submission import Resolved, SubmissionError, resolve
 from haet.containers import ContainerSpec
 from haet.data.subsets import Subset
 from haet.files import canonical_json, sha256_bytes
 
-OUTCOMES = ("finished", "killed-at-deadline", "crashed", "out-of-memory", "bad-predict", "no-model")
+OUTCOMES = ("finished", "killed-at-deadline", "wall-limit", "crashed", "out-of-memory", "process-limit",
+            "file-too-large", "disk-full", "bad-predict", "no-model")  # fmt: skip
 TAIL_LINES = 20
+TAIL_BYTES = 64 * 2**10
 POLL_S = 0.05
+MAX_MODEL_BYTES = 2 * 2**30
+KEPT_FILE_BYTES = 64 * 2**20  # the sandbox's small files kept beside the record's work folder, for a look
+WALL_LIMIT_FACTOR = 10  # a CPU budget's wall-clock backstop: budget_s x this + 60 s, unless given
 
 
-def _launch(stage: str, work: Path, container: ContainerSpec | None):
-    """The train or predict process: a child process here, or a container of the image with work alone mounted."""
-    if container is not None:
-        from haet.containers import Detached
+class Unsandboxed:
+    """`--unsandboxed`: a plain child process in a group of its own, with the harness's rights (the record says
+    so). Frozen with SIGSTOP and killed with killpg: a process that left the group escapes both."""
 
-        spec = dataclasses.replace(container, workdir=work, data_roots=())
-        return Detached(spec, ["challenge", "child", stage, str(work)], work / f"{stage}.log")
-    log = open(work / f"{stage}.log", "wb")  # noqa: SIM115 (the child holds it; closed when it ends)
-    command = [sys.executable, "-m", "haet.challenge.child", stage, str(work)]
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    kind = "none"
+
+    def __init__(self, folder: Path):
+        self.folder, self.process = folder, None
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def launch(self, argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+        with open(log, "wb") as output:
+            self.process = subprocess.Popen(argv, cwd=self.folder, stdin=subprocess.DEVNULL, stdout=output,
+                                            stderr=subprocess.STDOUT, start_new_session=True, env=env)  # fmt: skip
+        return self.process
+
+    def _signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):  # the group is gone already
+            os.killpg(self.process.pid, signum)
+
+    def freeze(self) -> None:
+        self._signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def cpu_s(self) -> float:
+        raise HaetError("the CPU clock needs the sandbox's cgroup: give --clock wall with --unsandboxed")
+
+    def limit_hit(self) -> str | None:
+        return None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self._signal(signal.SIGKILL)
+            self.process.wait()
+
+    close = stop
 
 
-def _kill_group(process) -> None:
-    """SIGKILL to the process and every process it started (a container: everything in it)."""
-    if not isinstance(process, subprocess.Popen):
-        process.kill()
-        return
-    with contextlib.suppress(ProcessLookupError):  # the group is gone already
-        os.killpg(process.pid, signal.SIGKILL)
+class NativeSandbox(Sandbox):
+    kind = "bwrap"
+
+    def freeze(self) -> None:
+        self.cgroup.freeze()
+
+    def thaw(self) -> None:
+        self.cgroup.thaw()
+
+    def cpu_s(self) -> float:
+        return self.cgroup.cpu_s()
+
+    def limit_hit(self) -> str | None:
+        return self.cgroup.limit_hit()
+
+
+def _open_in(folder: Path, name: str) -> int | None:
+    """A regular file directly in folder, opened without following a link (a FIFO does not block); else None."""
+    try:
+        fd = os.open(folder / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
+
+
+def read_hostile(folder: Path, name: str, max_bytes: int) -> bytes | None:
+    """What a sandbox wrote to folder/name, if it is a regular file of at most max_bytes; else None."""
+    fd = _open_in(folder, name)
+    if fd is None:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(max_bytes + 1)
+    return data if len(data) <= max_bytes else None
+
+
+def _signature(folder: Path, name: str) -> tuple | None:
+    try:
+        status = os.stat(folder / name, follow_symlinks=False)
+    except OSError:
+        return None
+    return (
+        (status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+        if stat.S_ISREG(status.st_mode)
+        else None
+    )
 
 
 def _tail(path: Path) -> list[str]:
-    return path.read_text(errors="replace").splitlines()[-TAIL_LINES:] if path.exists() else []
+    if not path.exists():
+        return []
+    with open(path, "rb") as handle:
+        handle.seek(max(path.stat().st_size - TAIL_BYTES, 0))
+        return handle.read().decode(errors="replace").splitlines()[-TAIL_LINES:]
 
 
-def _error_line(work: Path) -> str | None:
-    path = work / "error.txt"
-    return path.read_text().strip() if path.exists() else None
+def _error_line(folder: Path) -> str | None:
+    data = read_hostile(folder, child.ERROR, 4096)
+    if not data:
+        return None
+    line = data.decode(errors="replace").strip().splitlines()[0] if data.strip() else ""
+    return "".join(c if c.isprintable() else "?" for c in line)[:500] or None
 
 
-def _started_at(work: Path) -> float | None:
-    started = work / "started.json"
-    return json.loads(started.read_text())["at"] if started.exists() else None
+@dataclasses.dataclass
+class Watch:
+    """What the supervisor saw of a train stage, on its own clocks (spent: on the run's clock from READY)."""
+
+    started: bool = False
+    hand_ins: int = 0
+    late: int = 0
+    last_hand_in_s: float | None = None
+    deadline_reached: bool = False
+    ended_by: str | None = None  # None: train returned; startup, deadline, wall-limit: the supervisor killed it
+    spent_s: float = 0.0
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+    setup_s: float = 0.0
+    model_taken: bool = False
 
 
-def supervise(process, work: Path, budget_s: float, grace_s: float, startup_s: float, timed_from_train: bool) -> dict:
-    """Wait for a child; kill its group at budget plus grace, counted from its call of train (timed_from_train:
-    the train child, which is killed too when it never calls train within startup_s) or from its launch."""
-    launched = time.time()
-    killed = False
+def _take_model(stage, watch: Watch, seen: list, kept: Path) -> None:
+    """Freeze the sandbox, count a hand-in made before now, copy the model in place out of the sandbox's reach."""
+    stage.freeze()
+    try:
+        signature = _signature(stage.folder, child.HAND_IN)
+        if signature is not None and signature != seen[0]:
+            seen[0] = signature
+            watch.hand_ins += 1
+            watch.last_hand_in_s = watch.spent_s
+        data = read_hostile(stage.folder, child.HAND_IN, MAX_MODEL_BYTES) if signature is not None else None
+        if data is not None:
+            kept.write_bytes(data)
+            watch.model_taken = True
+    finally:
+        stage.thaw()
+
+
+def supervise_train(stage, process, clock: str, budget_s: float, grace_s: float, startup_s: float,
+                    wall_limit_s: float, kept: Path) -> Watch:  # fmt: skip
+    watch, seen = Watch(), [None]
+    launched = time.monotonic()
+    start_wall = start_cpu = deadline_wall = None
     while process.poll() is None:
-        start = _started_at(work) if timed_from_train else launched
-        limit = launched + startup_s if start is None else start + budget_s + grace_s
-        if time.time() > limit:
-            _kill_group(process)
-            killed = True
-            process.wait()
-            break
+        now = time.monotonic()
+        if start_wall is None:
+            if os.path.lexists(stage.folder / child.READY):
+                start_wall, start_cpu = now, stage.cpu_s() if clock == "cpu" else 0.0
+                watch.started, watch.setup_s = True, now - launched
+            elif now - launched > startup_s:
+                watch.ended_by = "startup"
+                break
+        else:
+            watch.wall_s = now - start_wall
+            watch.spent_s = stage.cpu_s() - start_cpu if clock == "cpu" else watch.wall_s
+            signature = _signature(stage.folder, child.HAND_IN)
+            if signature is not None and signature != seen[0]:
+                seen[0] = signature
+                if deadline_wall is None:
+                    watch.hand_ins, watch.last_hand_in_s = watch.hand_ins + 1, watch.spent_s
+                else:
+                    watch.late += 1
+            if deadline_wall is None and watch.spent_s >= budget_s:
+                _take_model(stage, watch, seen, kept)
+                watch.deadline_reached, deadline_wall = True, now
+            elif deadline_wall is not None and now - deadline_wall > grace_s:
+                watch.ended_by = "deadline"
+                break
+            elif deadline_wall is None and watch.wall_s > wall_limit_s:
+                watch.ended_by = "wall-limit"
+                break
         time.sleep(POLL_S)
-    _kill_group(process)  # whatever the submission left running
-    return {"returncode": process.returncode, "killed": killed, "started_at": _started_at(work),
-            "ended_at": time.time(), "launched_at": launched}  # fmt: skip
+    if start_wall is not None and not watch.deadline_reached:
+        _take_model(stage, watch, seen, kept)  # train returned (or hit the wall limit): the model now in place
+    if clock == "cpu" and start_cpu is not None:
+        watch.cpu_s = stage.cpu_s() - start_cpu
+    return watch
 
 
-def outcome_of(supervised: dict, work: Path, memory_limit: str | None = None) -> tuple[str, str]:
-    """The train child's outcome and its one-line message (memory_limit: its container's, if any)."""
-    code = supervised["returncode"]
-    if supervised["killed"]:
-        if supervised["started_at"] is None:
-            return "crashed", "it never called train within the start-up limit; killed"
-        return "killed-at-deadline", "still running at the deadline plus grace; killed with its children"
-    if code == 0:
-        return "finished", "train returned before the deadline"
-    if code == -signal.SIGKILL:
+def supervise_predict(stage, process, clock: str, limit_s: float) -> str | None:
+    """None when predict returned in time, else why it was stopped."""
+    launched, start_cpu = time.monotonic(), stage.cpu_s() if clock == "cpu" else 0.0
+    while process.poll() is None:
+        spent = stage.cpu_s() - start_cpu if clock == "cpu" else time.monotonic() - launched
+        if spent > limit_s or time.monotonic() - launched > WALL_LIMIT_FACTOR * limit_s + 60:
+            return f"predict ran past its limit of {limit_s:g} s"
+        time.sleep(POLL_S)
+    return None
+
+
+def limit_message(hit: str, limits: Limits) -> tuple[str, str]:
+    gib = 2**30
+    return {
+        "memory": ("out-of-memory", f"over the sandbox's memory limit of {limits.memory_bytes / gib:g} GiB; killed"),
+        "pids": ("process-limit", f"tried to run more than the sandbox's {limits.processes} processes and threads"),
+        "file": (
+            "file-too-large",
+            f"wrote a file over the sandbox's file size limit of {limits.file_bytes / gib:g} GiB",
+        ),
+        "disk": ("disk-full", f"filled its folder's limit of {limits.disk_bytes / gib:g} GiB"),
+    }[hit]
+
+
+def _file_limit_hit(stage, log: Path, limits: Limits) -> str | None:
+    """file or disk: a limit the kernel enforces by failing writes, so the submission saw only an error."""
+    if log.exists() and log.stat().st_size >= limits.file_bytes:
+        return "file"
+    with os.scandir(stage.folder) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_size >= limits.file_bytes:
+                return "file"
+    if getattr(stage, "kind", "") == "bwrap" and os.statvfs(stage.folder).f_bavail == 0:
+        return "disk"
+    return None
+
+
+def train_outcome(watch: Watch, returncode: int, stage, log: Path, limits: Limits, memory_limit: str | None) -> tuple:
+    """The train stage's outcome and its one-line message."""
+    hit = stage.limit_hit() or _file_limit_hit(stage, log, limits)
+    if hit:
+        return limit_message(hit, limits)
+    if watch.ended_by == "startup":
+        return "crashed", "its process never finished the harness's start-up within the start-up limit; killed"
+    if watch.ended_by == "deadline":
+        return "killed-at-deadline", "still running at the deadline plus grace; killed with every process it started"
+    if watch.ended_by == "wall-limit":
+        return (
+            "wall-limit",
+            "its budget was not spent within the wall-clock limit; killed (a machine this busy, or a run that waits)",
+        )
+    if returncode == 0:
+        late = " after the deadline (its model at the deadline is scored)" if watch.deadline_reached else ""
+        return "finished", f"train returned{late or ' before the deadline'}"
+    if returncode == -signal.SIGKILL:
         limit = memory_limit or os.environ.get("HAET_CONTAINER_MEMORY")  # its own container's, or the one it is in
         where = f"over the container's memory limit of {limit}" if limit else "the kernel's OOM killer"
         return "out-of-memory", f"killed by a SIGKILL the harness did not send: out of memory ({where})"
-    message = _error_line(work) if code == ERROR_EXIT else None
-    last = next((line.strip() for line in reversed(_tail(work / "train.log")) if line.strip()), None)
+    last = next((line.strip() for line in reversed(_tail(log)) if line.strip()), None)
     said = f": {last[:300]}" if last else ""
-    return "crashed", message or f"train exited with code {code}{said} (its output's last lines are in the record)"
+    return "crashed", f"train exited with code {returncode}{said} (its output's last lines are in the record)"
 
 
-def handed(work: Path) -> dict:
-    path = work / "handed.json"
-    return json.loads(path.read_text()) if path.exists() else {"count": 0, "late": 0, "last_at_s": None}
+def read_predictions(folder: Path, count: int, num_classes: int) -> tuple[np.ndarray | None, str | None]:
+    """The predictions file, checked here: count class indices, an integer array; else why not."""
+    data = read_hostile(folder, child.PREDICTIONS, count * 8 + 4096)
+    if data is None:
+        return None, "predict wrote no predictions file of the expected size"
+    try:
+        predictions = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as exc:  # a hostile file: anything may be wrong with it
+        return None, f"predict's predictions are not a numpy array file ({type(exc).__name__})"
+    if not isinstance(predictions, np.ndarray) or predictions.shape != (count,) or predictions.dtype.kind not in "iu":
+        shape, dtype = getattr(predictions, "shape", None), getattr(predictions, "dtype", None)
+        return None, (f"predict returned shape {shape} of {dtype} for {count} images; it must return {count} class "
+                      f"indices (an integer array of shape ({count},))")  # fmt: skip
+    if count and (predictions.min() < 0 or predictions.max() >= num_classes):
+        return None, f"predict returned class indices outside 0..{num_classes - 1}"
+    return predictions.astype(np.int64), None
+
+
+def read_model_size(folder: Path) -> dict:
+    """Parameters and MACs as the predict child counted them (integers or null; anything else is null)."""
+    data = read_hostile(folder, child.MODEL_SIZE, 4096)
+    try:
+        size = json.loads(data) if data else {}
+    except ValueError:
+        size = {}
+    size = size if isinstance(size, dict) else {}
+    ok = lambda value: value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None  # noqa: E731
+    return {"params": ok(size.get("params")), "macs": ok(size.get("macs")) or None}
+
+
+def answer_paths() -> list[Path]:
+    """Files inside the Python environment that hold a dataset's labels (scikit-learn's embedded digits)."""
+    import site
+
+    sites = {
+        *site.getsitepackages(),
+        *(entry for entry in sys.path if entry.endswith(("site-packages", "dist-packages"))),
+    }
+    return sorted({Path(directory) / "sklearn" / "datasets" / "data" for directory in sites})
+
+
+def _stage(kind: str, folder: Path, limits: Limits, container: ContainerSpec | None):
+    if container is not None:
+        from haet.containers import ContainerStage
+
+        folder.mkdir(parents=True, exist_ok=True)
+        return ContainerStage(folder, dataclasses.replace(container, workdir=folder, data_roots=()), limits)
+    if kind == "none":
+        return Unsandboxed(folder)
+    return NativeSandbox(folder, limits, answer_paths())
+
+
+def _launch(stage, stage_name: str, log: Path, threads: int):
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+    env |= {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "CUDA_VISIBLE_DEVICES"):  # the machine's, kept
+        if name in os.environ:
+            env[name] = os.environ[name]
+    if getattr(stage, "kind", "") == "container":
+        return stage.launch(["challenge", "child", stage_name, str(stage.folder)], log, env)
+    inside = INSIDE_WORK if stage.kind == "bwrap" else stage.folder
+    return stage.launch([sys.executable, "-I", "-m", "haet.challenge.child", stage_name, str(inside)], log, env)
+
+
+def _prepare(folder: Path, resolved: Resolved, job: dict, inside: Path) -> None:
+    """The stage's inputs in its folder: the job, and the submission's files when it came as a path."""
+    if resolved.by_path:
+        target = folder / "submission" / resolved.source.name
+        if resolved.source.is_dir():
+            shutil.copytree(resolved.source, target, symlinks=False, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            target.parent.mkdir()
+            shutil.copyfile(resolved.source, target)
+        job = job | {"path": str(inside / "submission" / resolved.source.name)}
+    (folder / "job.json").write_text(json.dumps(job))
+
+
+def _keep_files(folder: Path, into: Path, skip: tuple[str, ...]) -> None:
+    """The sandbox's top-level small regular files, copied out for a look (never read back by the harness)."""
+    into.mkdir(parents=True, exist_ok=True)
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name not in skip and entry.is_file(follow_symlinks=False):
+                data = read_hostile(folder, entry.name, KEPT_FILE_BYTES)
+                if data is not None:
+                    (into / entry.name).write_bytes(data)
 
 
 def run_submission(
@@ -124,92 +389,131 @@ def run_submission(
     grace_s: float = 5.0,
     device: str = "auto",
     seed: int | None = None,
-    threads: int | None = None,
+    threads: int = 1,
     container: ContainerSpec | None = None,
     startup_s: float = 600.0,
     predict_s: float = 600.0,
+    clock: str = "auto",
+    sandbox: str = "bwrap",
+    limits: Limits | None = None,
+    wall_limit_s: float | None = None,
 ) -> tuple[dict, dict | None]:
     """Train, predict and score one submission on subset (its validation images are the test images); returns
     the run record's body (provenance is added when it is written) and, with container, what the submission's
-    processes ran in (the image's digest, the limits) for the provenance."""
+    processes ran in (the image's digest, the limits) for the provenance. sandbox: bwrap, or none (unsandboxed)."""
     if budget_s <= 0 or grace_s < 0:
         raise HaetError(f"a submission's budget must be positive and its grace not negative ({budget_s}, {grace_s})")
-    module = load_submission(spec)  # a missing or misshapen train or predict stops here, in one line
+    resolved = resolve(spec)  # a missing file or module stops here, in one line; nothing of it runs here
     if device == "auto":
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    clock = ("cpu" if device == "cpu" else "wall") if clock == "auto" else clock
+    if clock == "cpu" and device != "cpu":
+        raise HaetError("--clock cpu counts CPU seconds, which see none of a GPU's work: use --clock wall on a GPU")
+    if clock == "cpu" and sandbox == "none" and container is None:
+        raise HaetError("the CPU clock needs the sandbox's cgroup: give --clock wall with --unsandboxed")
+    limits = dataclasses.replace(limits or Limits(), cores=threads)
+    wall_limit_s = wall_limit_s or (WALL_LIMIT_FACTOR * budget_s + 60 if clock == "cpu" else float("inf"))
     seed = subset.manifest["subset_seed"] if seed is None else seed
     work.mkdir(parents=True, exist_ok=True)
-    for stale in work.iterdir():
-        stale.unlink()
+    for stale in ("train", "predict", "kept"):
+        shutil.rmtree(work / stale, ignore_errors=True)
+    (work / "kept").mkdir()
+    kind = "container" if container is not None else sandbox
     num_classes = len(subset.train.class_names)
-    job_spec = spec
-    if container is not None and Path(spec).suffix == ".py":  # the container sees the work folder alone
-        job_spec = str(work / Path(spec).name)
-        shutil.copyfile(spec, job_spec)
-    job = {"submission": job_spec, "num_classes": num_classes, "device": device, "budget_s": budget_s, "seed": seed,
-           "threads": threads}  # fmt: skip
-    (work / "job.json").write_text(json.dumps(job))
-    np.savez(work / "train.npz", images=subset.train.images, labels=subset.train.labels)
-    trainer = _launch("train", work, container)
-    supervised = supervise(trainer, work, budget_s, grace_s, startup_s, timed_from_train=True)
-    outcome, message = outcome_of(supervised, work, container.memory if container else None)
-    output_tail = _tail(work / "train.log")
-    predictions, predict_wall_s = None, 0.0
-    if (work / "model.pt").exists():
-        np.savez(work / "test.npz", images=subset.validation.images)  # written only now, and without labels
-        predict_start = time.time()
-        predictor = _launch("predict", work, container)
-        predicted = supervise(predictor, work, predict_s, 0.0, predict_s, timed_from_train=False)
-        predict_wall_s = time.time() - predict_start
-        if predicted["returncode"] == 0:
-            predictions = np.load(work / "predictions.npy")
-        else:
-            reason = _error_line(work) or f"predict exited with code {predicted['returncode']}"
-            outcome, message = "bad-predict", reason
-            output_tail = _tail(work / "predict.log")
-    elif outcome in ("finished", "killed-at-deadline"):
+    job = {"submission": spec, "module": resolved.module, "num_classes": num_classes, "device": device,
+           "budget_s": budget_s, "seed": seed, "threads": threads, "clock": clock}  # fmt: skip
+    watch, returncode, outcome, message, tail, ran_in = _train_stage(
+        work, kind, resolved, job, subset, limits, container, grace_s, startup_s, wall_limit_s
+    )
+    predictions, predict_wall_s, model_size = None, 0.0, {"params": None, "macs": None}
+    if watch.model_taken:
+        predictions, predict_wall_s, model_size, failed, tail_p = _predict_stage(
+            work, kind, resolved, job, subset, limits, container, predict_s
+        )
+        if failed:
+            outcome, message, tail = "bad-predict", failed, tail_p
+    elif outcome in ("finished", "killed-at-deadline", "wall-limit"):
         outcome, message = "no-model", "it handed in no model before the deadline; scored as no model"
     labels = subset.validation.labels
     accuracy = float((predictions == labels).mean()) if predictions is not None else 0.0
-    model_size = _model_size(work / "model.pt", module, subset.train.images.shape[1], num_classes)
-    body = record_body(entry, spec, module, subset, job, supervised, outcome, message, output_tail, grace_s,
-                       accuracy, predict_wall_s, model_size, handed(work))  # fmt: skip
-    return body, getattr(trainer, "ran_in", None)
+    body = record_body(entry, resolved, subset, job, watch, outcome, message, tail, grace_s, accuracy,
+                       predict_wall_s, model_size, kind, limits)  # fmt: skip
+    return body, ran_in
 
 
-def _model_size(path: Path, module, input_px: int, num_classes: int) -> dict:
-    """Parameters and MACs of a handed-in torch.nn.Module (None for anything else)."""
-    if not path.exists():
-        return {"params": None, "macs": None}
-    import torch
-
-    from haet.models.cost import count
-
-    model = torch.load(path, weights_only=False, map_location="cpu")
-    if not isinstance(model, torch.nn.Module):
-        return {"params": None, "macs": None}
+def _train_stage(work, kind, resolved, job, subset, limits, container, grace_s, startup_s, wall_limit_s):
+    folder, log = work / "train", work / "train.log"
+    stage = _stage(kind, folder, limits, container)
     try:
-        macs = count(model, input_px).macs
-    except Exception:  # a model that cannot run on the meta device: its MACs are not known here
-        macs = None
-    return {"params": sum(p.numel() for p in model.parameters()), "macs": macs or None}
+        inside = INSIDE_WORK if kind == "bwrap" else folder
+        cpu_stat = {"cpu_stat": str(INSIDE_CPU_STAT)} if kind == "bwrap" else stage_cpu_stat(stage)
+        _prepare(folder, resolved, job | cpu_stat, inside)
+        np.savez(folder / "train.npz", images=subset.train.images, labels=subset.train.labels)
+        process = _launch(stage, "train", log, job["threads"])
+        watch = supervise_train(stage, process, job["clock"], job["budget_s"], grace_s, startup_s, wall_limit_s,
+                                work / "kept" / child.HAND_IN)  # fmt: skip
+        stage.stop()  # every process it started, however it left its parent
+        returncode = process.wait()
+        if returncode == child.INTERFACE_EXIT and watch.ended_by is None and not stage.limit_hit():
+            raise SubmissionError(_error_line(folder) or f"submission {job['submission']}: its interface is wrong")
+        outcome, message = train_outcome(watch, returncode, stage, log, limits, getattr(container, "memory", None))
+        _keep_files(folder, work / "train-files", ("train.npz", "job.json"))
+        return watch, returncode, outcome, message, _tail(log), getattr(stage, "ran_in", None)
+    finally:
+        stage.close()
 
 
-def record_body(entry, spec, module, subset, job, supervised, outcome, message, output_tail, grace_s, accuracy,
-                predict_wall_s, model_size, hand) -> dict:  # fmt: skip
+def stage_cpu_stat(stage) -> dict:
+    path = getattr(stage, "inside_cpu_stat", None)
+    return {"cpu_stat": path} if path else {}
+
+
+def _predict_stage(work, kind, resolved, job, subset, limits, container, predict_s):
+    folder, log = work / "predict", work / "predict.log"
+    stage = _stage(kind, folder, limits, container)
+    try:
+        inside = INSIDE_WORK if kind == "bwrap" else folder
+        cpu_stat = {"cpu_stat": str(INSIDE_CPU_STAT)} if kind == "bwrap" else stage_cpu_stat(stage)
+        _prepare(folder, resolved, job | cpu_stat, inside)
+        shutil.copyfile(work / "kept" / child.HAND_IN, folder / child.HAND_IN)
+        np.savez(folder / "test.npz", images=subset.validation.images)  # written only now, and without labels
+        started = time.monotonic()
+        process = _launch(stage, "predict", log, job["threads"])
+        stopped = supervise_predict(stage, process, job["clock"], predict_s)
+        wall_s = time.monotonic() - started
+        stage.stop()
+        returncode = process.wait()
+        hit = stage.limit_hit() or _file_limit_hit(stage, log, limits)
+        failed = None
+        if hit:
+            failed = "predict " + limit_message(hit, limits)[1]
+        elif stopped or returncode != 0:
+            failed = stopped or _error_line(folder) or f"predict exited with code {returncode}"
+            failed = failed if failed.startswith("submission") else f"submission {job['submission']}: {failed}"
+        predictions = None
+        if failed is None:
+            predictions, failed = read_predictions(folder, len(subset.validation.labels), job["num_classes"])
+            failed = f"submission {job['submission']}: {failed}" if failed else None
+        model_size = read_model_size(folder) if failed is None else {"params": None, "macs": None}
+        _keep_files(folder, work / "predict-files", ("test.npz", "job.json", child.HAND_IN))
+        return predictions, wall_s, model_size, failed, _tail(log)
+    finally:
+        stage.close()
+
+
+def record_body(entry, resolved, subset, job, watch, outcome, message, output_tail, grace_s, accuracy,
+                predict_wall_s, model_size, sandbox, limits) -> dict:  # fmt: skip
     from haet.train.loop import subset_summary
 
     config = {
         "model": {"submission": entry},
-        "recipe": {"module": spec},
-        "budget": {"mode": "competition", "seconds": job["budget_s"], "grace_s": grace_s},
-        "runtime": {"device": job["device"], "seed": job["seed"]},
+        "recipe": {"module": resolved.spec},
+        "budget": {"mode": "competition", "seconds": job["budget_s"], "grace_s": grace_s, "clock": job["clock"]},
+        "runtime": {"device": job["device"], "seed": job["seed"], "threads": job["threads"]},
     }
-    started = supervised["started_at"]
-    trained_s = (supervised["ended_at"] - started) if started is not None else 0.0
-    last_s = hand["last_at_s"] or 0.0
+    last_s = watch.last_hand_in_s or 0.0
     point = {"epoch": 0, "steps": 0, "train_s": round(last_s, 3), "train_loss": None, "val_acc": accuracy, "lr": 0.0}
     return {
         "schema": "haet/run-record/v1",
@@ -231,11 +535,11 @@ def record_body(entry, spec, module, subset, job, supervised, outcome, message, 
         },
         "budget": {
             "mode": "competition",
-            "clock": "wall",
+            "clock": job["clock"],
             "seconds": job["budget_s"],
             "max_epochs": None,
             "stopped_by": {"finished": "submission", "killed-at-deadline": "budget"}.get(outcome, "crash"),
-            "budget_elapsed_s": round(max(trained_s, 0.0), 3),
+            "budget_elapsed_s": round(max(watch.spent_s, 0.0), 3),
         },
         "metrics": {
             "val_acc_final": accuracy,
@@ -249,23 +553,33 @@ def record_body(entry, spec, module, subset, job, supervised, outcome, message, 
             "images_per_s": 0.0,
             "train_s": round(last_s, 3),
             "eval_s": round(predict_wall_s, 3),
-            "setup_s": round((started or supervised["ended_at"]) - supervised["launched_at"], 3),
+            "setup_s": round(watch.setup_s, 3),
             "longest_step_s": 0.0,
             "curve": [point],
         },
         "runtime": {"device": job["device"], "pipeline": "submission", "precision": "submission"},
         "submission": {
             "entry": entry,
-            "module": spec,
-            "files": submission_files(module),
+            "module": resolved.spec,
+            "files": resolved.files(),
             "outcome": outcome,
             "message": message,
             "output_tail": output_tail,
             "enforcement": "hard-kill",
+            "sandbox": sandbox,
+            "limits": {
+                "memory_bytes": limits.memory_bytes,
+                "processes": limits.processes,
+                "file_bytes": limits.file_bytes,
+                "disk_bytes": limits.disk_bytes,
+                "cores": limits.cores,
+            },  # fmt: skip
             "grace_s": grace_s,
-            "models_handed_in": hand["count"],
-            "late_hand_ins": hand["late"],
-            "last_hand_in_s": hand["last_at_s"],
+            "models_handed_in": watch.hand_ins,
+            "late_hand_ins": watch.late,
+            "last_hand_in_s": watch.last_hand_in_s,
+            "train_wall_s": round(watch.wall_s, 3),
+            "train_cpu_s": round(watch.cpu_s, 3) if job["clock"] == "cpu" else None,
             "test_images": len(subset.validation.labels),
         },
         "notes": [SUBMISSION_NOTE] + (subset.manifest.get("notes") or []),
@@ -273,7 +587,8 @@ def record_body(entry, spec, module, subset, job, supervised, outcome, message, 
 
 
 SUBMISSION_NOTE = (
-    "A submission's record: val_acc_final is the harness's score of the last model handed in before the deadline on "
-    "test images the submission never saw (0 with none); its loop is its own, so epochs, steps and images seen are "
-    "not counted (0), train_s is when that model was handed in, and eval_s is the predict process's wall time."
+    "A submission's record: val_acc_final is the harness's score of the model in place when the budget ended (0 with "
+    "none) on test images the submission never saw; its loop is its own, so epochs, steps and images seen are not "
+    "counted (0), train_s is when the supervisor saw that model handed in (on the run's clock), eval_s is the predict "
+    "process's wall time, and params and MACs are as the sandboxed predict process counted them."
 )
