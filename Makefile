@@ -23,7 +23,16 @@ PIP_CERT_FILE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 comma := ,
 GIT_DIRTY = $(shell test -z "$$(git status --porcelain 2>/dev/null)" && echo false || echo true)
 
-.PHONY: reproduce report resume test lint bench gpu-check gpu-sharing fidelity image container clean
+.PHONY: reproduce report resume test lint bench gpu-check gpu-sharing fidelity image container clean sandbox
+
+# Challenge mode runs every submission under bubblewrap (haet/challenge/sandbox.py): installed here as root where
+# apt-get can, else one line saying what to install.
+sandbox:
+	@command -v bwrap >/dev/null || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null && \
+		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
+		  { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap \
+		    >/dev/null 2>&1; }; }; } || { echo "make: challenge mode's sandbox needs bwrap: install bubblewrap as \
+root (apt-get install bubblewrap, dnf install bubblewrap)"; exit 1; }
 
 $(STAMP): pyproject.toml envs/requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,7 +40,7 @@ $(STAMP): pyproject.toml envs/requirements.lock
 		--constraint envs/requirements.lock --editable '.[test]'
 	touch $(STAMP)
 
-reproduce: $(STAMP)
+reproduce: $(STAMP) sandbox
 	$(RUN) snakemake --cores $(CORES)
 	$(RUN) haet report audit results/$(STUDY)/tables/*.json
 	$(RUN) snakemake --report results/$(STUDY)/report.html
@@ -54,7 +63,7 @@ lint: $(STAMP)
 	$(RUN) snakemake --lint
 	$(BIN)/hadolint containers/Dockerfile
 
-test: lint
+test: lint sandbox
 	$(RUN) python -m pytest
 
 bench: $(STAMP)

@@ -690,14 +690,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--manifest", required=True, help="subset manifest: its train images train, its validation test")
     run.add_argument("--data-root", help="where the manifest's dataset lives, if not where it says")
     run.add_argument("--out", required=True, help="run record path (JSON)")
-    run.add_argument("--budget-s", type=float, required=True, help="seconds on --clock from the start of train to the deadline")
+    run.add_argument("--budget-s", type=float, required=True,
+                     help="seconds on --clock from the start of train to the deadline")  # fmt: skip
     run.add_argument("--clock", default="auto", choices=["auto", "cpu", "wall"],
                      help="cpu: the CPU seconds of every process in the sandbox, which load cannot shorten (auto on "
                           "the CPU); wall: the wall clock (auto on a GPU; the paper's)")  # fmt: skip
     run.add_argument("--wall-limit-s", type=float, help="--clock cpu: killed past this many wall seconds "
                      "(default 10 x budget + 60)")  # fmt: skip
-    run.add_argument("--unsandboxed", action="store_true", help="run the submission with the harness's own rights "
-                     "(no namespaces, no cgroup; --clock wall only); the record and the leaderboard say so")  # fmt: skip
+    run.add_argument(
+        "--unsandboxed",
+        action="store_true",
+        help="run the submission with the harness's own "
+        "rights (no namespaces, no cgroup; --clock wall only); its record and the leaderboard say so",
+    )
     run.add_argument("--grace-s", type=float, default=5.0, help="kept running past the deadline before the kill")
     run.add_argument("--device", default="auto")
     run.add_argument("--seed", type=int, help="seeds random, numpy and torch in the submission (default: subset's)")

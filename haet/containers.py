@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlparse
@@ -210,8 +210,9 @@ def _remove_orphans(client) -> None:
             container.remove(force=True)
 
 
-def _create(client, spec: ContainerSpec, args: list[str]):
-    """The container of `haet ARGS` (created, not started) and what ran it: the engine and the image's digest."""
+def _create(client, spec: ContainerSpec, args: list[str], env: dict | None = None, extra: dict | None = None):
+    """The container of `haet ARGS` (created, not started) and what ran it: the engine and the image's digest.
+    env and extra: more variables and more of the engine's create options (a challenge stage's limits)."""
     import docker.errors
 
     engine = engine_identity(client)
@@ -226,8 +227,10 @@ def _create(client, spec: ContainerSpec, args: list[str]):
         "HAET_CONTAINER_MEMORY": spec.memory or "",
         "HAET_CONTAINER_CPUS": "" if spec.cpus is None else f"{spec.cpus:g}",
     }
+    environment |= env or {}
     limits = {"mem_limit": spec.memory, "memswap_limit": spec.memory} if spec.memory else {}
     limits |= {"nano_cpus": round(spec.cpus * 1e9)} if spec.cpus else {}
+    limits |= extra or {}
     try:
         container = client.containers.create(
             identity["image_id"],
@@ -261,12 +264,13 @@ class Detached:
     status 137, a SIGKILL, reads as -9): the challenge's train and predict processes, each in a container of its
     own with spec.workdir alone mounted."""
 
-    def __init__(self, spec: ContainerSpec, args: list[str], log: Path):
+    def __init__(self, spec: ContainerSpec, args: list[str], log: Path, env: dict | None = None,
+                 extra: dict | None = None):  # fmt: skip
         self.client = connect(spec.socket)
         _remove_orphans(self.client)
-        self.container, self.ran_in = _create(self.client, spec, args)
+        self.container, self.ran_in = _create(self.client, spec, args, env, extra)
         self.container.start()
-        self.log, self.returncode = log, None
+        self.log, self.returncode, self.out_of_memory = log, None, False
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -291,9 +295,85 @@ class Detached:
         import docker.errors
 
         with contextlib.suppress(docker.errors.APIError):
-            self.log.write_bytes(self.container.logs())
+            self.container.reload()
+            self.out_of_memory = bool(self.container.attrs.get("State", {}).get("OOMKilled"))
+            self.log.write_bytes(self.container.logs(tail=TAIL_LINES * 10))
             self.container.remove(force=True)
         self.returncode = -signal.SIGKILL if status == 137 else status
+
+
+# Where the image keeps the embedded datasets' files (containers/Dockerfile): an empty folder in a submission's
+EMBEDDED_DATA = "/opt/haet/embedded-data"
+
+
+class ContainerStage:
+    """A challenge stage (train or predict) in a container of the image, as haet.challenge.sandbox runs one
+    natively: its folder alone mounted (a tmpfs of the disk limit), no network, the engine's memory, process, file
+    size and CPU limits; CPU seconds from the engine's count of the container, frozen with pause, and every process
+    of it gone with the container."""
+
+    kind = "container"
+    inside_cpu_stat = "auto"  # the child finds its container's cgroup count (haet.challenge.child.read_cpu_s)
+
+    def __init__(self, folder: Path, spec: ContainerSpec, limits):
+        from haet.challenge.sandbox import mount_tmpfs
+
+        mount_tmpfs(folder, limits.disk_bytes)
+        self.folder, self.limits, self.process, self.killed, self.last_cpu_s = folder, limits, None, False, 0.0
+        memory = spec.memory or f"{limits.memory_bytes // 2**20}m"
+        self.spec = replace(spec, cpus=spec.cpus or limits.cores, memory=memory)
+
+    def launch(self, args: list[str], log: Path, env: dict[str, str]) -> Detached:
+        # no file-size ulimit: given any ulimit, Podman also sets its default open-files and process limits, which
+        # a host without CAP_SYS_RESOURCE may not (runc: "error setting rlimits"); the folder's tmpfs bounds a file
+        extra = {"pids_limit": self.limits.processes, "tmpfs": {EMBEDDED_DATA: "ro,size=4k,notmpcopyup"}}
+        self.process = Detached(self.spec, args, log, env, extra)
+        self.ran_in = self.process.ran_in
+        return self.process
+
+    def cpu_s(self) -> float:
+        """The container's CPU seconds (the last count once it has ended)."""
+        import docker.errors
+
+        if self.process.returncode is None:  # a container ending as it is asked answers nothing, or no JSON
+            with contextlib.suppress(docker.errors.APIError, KeyError, TypeError, ValueError):
+                stats = self.process.container.stats(stream=False, one_shot=True)
+                self.last_cpu_s = stats["cpu_stats"]["cpu_usage"]["total_usage"] / 1e9
+        return self.last_cpu_s
+
+    def freeze(self) -> None:
+        import docker.errors
+
+        if self.process.poll() is None:
+            with contextlib.suppress(docker.errors.APIError):  # it ended just now: nothing left to freeze
+                self.process.container.pause()
+
+    def thaw(self) -> None:
+        import docker.errors
+
+        if self.process.returncode is None:
+            with contextlib.suppress(docker.errors.APIError):
+                self.process.container.unpause()
+
+    def limit_hit(self) -> str | None:
+        """memory where the engine says so, or for a SIGKILL the harness did not send under a memory limit (Podman
+        leaves OOMKilled false when the kernel kills a process under the container's init)."""
+        unsent_kill = not self.killed and self.process.returncode == -signal.SIGKILL and self.spec.memory
+        return "memory" if self.process.out_of_memory or unsent_kill else None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.killed = True
+            self.process.kill()
+            self.process.wait()
+
+    def close(self) -> None:
+        from haet.challenge.sandbox import unmount
+
+        try:
+            self.stop()
+        finally:
+            unmount(self.folder)
 
 
 def run(spec: ContainerSpec, args: list[str], output: BinaryIO | None = None) -> int:

@@ -169,6 +169,29 @@ def short_study() -> dict:
     return config
 
 
+def hostile(tmp_path: Path, name: str, **values: object) -> Path:
+    """tests/hostile/NAME.py, a hostile submission, with its @PLACEHOLDERS@ filled in, written to tmp_path."""
+    source = (REPO / "tests" / "hostile" / f"{name}.py").read_text()
+    for key, value in values.items():
+        source = source.replace(f"@{key}@", str(value))
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    return path
+
+
+def processes_with(token: str) -> list[int]:
+    """The processes of this machine whose command line holds token."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if token.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:  # ended while we looked
+                pass
+    return found
+
+
 def debian_tool(command: str, package: str) -> str:
     """A program from Debian: installed when missing and apt can (CI runs as root); else the test says why."""
     if not shutil.which(command) and shutil.which("apt-get") and os.geteuid() == 0:

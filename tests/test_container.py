@@ -358,17 +358,13 @@ def test_a_submissions_processes_run_in_the_image_seeing_their_work_folder_alone
     assert result.returncode == 0, result.stderr[-2000:]
     record = read_record(tmp_path / "run.json")
     assert record["submission"]["outcome"] == "out-of-memory", record["submission"]
-    message = record["submission"]["message"]
-    assert (
-        message
-        == "killed by a SIGKILL the harness did not send: out of memory (over the container's memory limit of 768m)"
-    )
+    assert record["submission"]["message"] == "over the container's memory limit of 768 MiB; killed"
     container = record["provenance"]["container"]
     assert container["engine"] == "podman" and container["image"] == IMAGE
     assert container["memory_limit"] == "768m" and container["cpu_limit"] == 1.0
     import torch
 
-    assert torch.load(work / "model.pt", weights_only=False)["sees_manifest"] is False
+    assert torch.load(work / "kept" / "model.pt", weights_only=False)["sees_manifest"] is False
     assert record["metrics"]["val_acc_final"] > 0  # the model handed in before the kill was scored, in the image
 
 
@@ -383,3 +379,46 @@ def test_a_stage_over_the_containers_memory_limit_fails_in_one_line_naming_the_l
         "haet: error: `haet models` was killed for memory inside localhost/haet:test: it went over the container's "
         "limit of 48m (container.memory, or --memory)"
     ), lines
+
+
+@pytest.mark.parametrize(
+    ("name", "check"),
+    [
+        ("reads_answers", lambda record, work, tmp: _model(work)["found"] == []),
+        ("patches_harness", lambda record, work, tmp: not (tmp / "marker").exists()),
+        ("pickle_runs_code", lambda record, work, tmp: not (tmp / "marker").exists()),
+        ("daemon", lambda record, work, tmp: (work / "predict-files" / "tag.txt").read_text() == "on-time"),
+        ("rewrites_clock", lambda record, work, tmp: record["submission"]["outcome"] == "no-model"
+         and record["submission"]["late_hand_ins"] >= 1),
+        ("swaps_predictions", lambda record, work, tmp: record["submission"]["outcome"] == "bad-predict"),
+        ("network", lambda record, work, tmp: _model(work)["connected"] is False),
+    ],
+)  # fmt: skip
+def test_hostile_submissions_meet_the_same_walls_in_the_image(engine, image, tmp_path, name, check):
+    """tests/test_hostile.py's submissions through --image: the container is their sandbox, the supervisor and
+    its checks the same code."""
+    from conftest import hostile, processes_with
+
+    manifest = _subset(tmp_path)
+    token = f"{time.time_ns() % 10**6 + 1000}.75"
+    home_file = tmp_path / "home-file"  # under the host's /tmp, which its container does not mount
+    path = hostile(tmp_path, name, MANIFEST=manifest, REPOSITORY=REPO, HOME_FILE=home_file, MARKER=tmp_path / "marker",
+                   TOKEN=token, MODE="symlink", PORT=9)  # fmt: skip
+    home_file.write_text("the harness's")
+    work = tmp_path / "work"
+    result = _haet(
+        "challenge", "run", "--image", image, "--socket", engine["HAET_CONTAINER_SOCKET"], "--gpus", "none",
+        "--submission", path.name, "--manifest", manifest.name, "--out", "run.json", "--budget-s", "2",
+        "--grace-s", "1", "--work", str(work), cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = read_record(tmp_path / "run.json")
+    assert record["submission"]["sandbox"] == "container" and record["budget"]["clock"] == "cpu"
+    assert check(record, work, tmp_path), record["submission"]
+    assert processes_with(f"sleep\0{token}") == []
+
+
+def _model(work: Path) -> dict:
+    import torch
+
+    return torch.load(work / "kept" / "model.pt", weights_only=False)

@@ -4,6 +4,7 @@ by the sandbox and the supervisor; the harness keeps its score and its record, a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import hostile, processes_with
 
 from haet.challenge.runner import run_submission
 from haet.challenge.sandbox import Limits
@@ -20,7 +22,6 @@ from haet.cli import main
 from haet.data.subsets import SubsetSpec, load_subset, make_manifest, write_manifest
 from haet.records import read_run_record
 
-HOSTILE = Path(__file__).resolve().parent / "hostile"
 REPOSITORY = Path(__file__).resolve().parent.parent
 
 
@@ -38,36 +39,12 @@ def subset(manifest_file):
     return load_subset(read_manifest(manifest_file))
 
 
-def hostile(tmp_path: Path, name: str, **values: str) -> Path:
-    """tests/hostile/NAME.py with its @PLACEHOLDERS@ filled in, written to tmp_path."""
-    source = (HOSTILE / f"{name}.py").read_text()
-    for key, value in values.items():
-        source = source.replace(f"@{key}@", str(value))
-    path = tmp_path / f"{name}.py"
-    path.write_text(source)
-    return path
-
-
 def run(path: Path, subset, work: Path, budget_s: float = 2.0, **options) -> dict:
     body, _ = run_submission(path.stem, str(path), subset, work, budget_s, grace_s=1.0, device="cpu", **options)
     return body
 
 
-def processes_with(token: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if token.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:  # ended while we looked
-                pass
-    return found
-
-
-def test_a_submission_cannot_read_the_manifest_the_results_home_or_the_datasets_source(
-    manifest_file, subset, tmp_path
-):
+def test_a_submission_cannot_read_the_manifest_the_results_home_or_the_datasets_source(manifest_file, subset, tmp_path):
     home_file = Path.home() / f".haet-hostile-{os.getpid()}"
     home_file.write_text("a secret of the harness's user")
     try:
@@ -161,10 +138,8 @@ def test_a_submission_cannot_reach_a_server_on_the_machines_loopback(subset, tmp
     def serve() -> None:
         end = time.monotonic() + 60  # bounded: stops by itself
         while not stop.is_set() and time.monotonic() < end:
-            try:
+            with contextlib.suppress(TimeoutError):
                 accepted.append(server.accept()[0])
-            except TimeoutError:
-                pass
 
     thread = threading.Thread(target=serve)
     thread.start()

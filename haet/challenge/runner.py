@@ -240,16 +240,17 @@ def supervise_predict(stage, process, clock: str, limit_s: float) -> str | None:
     return None
 
 
-def limit_message(hit: str, limits: Limits) -> tuple[str, str]:
-    gib = 2**30
+def _size(count: int) -> str:
+    return f"{count / 2**30:g} GiB" if count % 2**30 == 0 else f"{count / 2**20:g} MiB"
+
+
+def limit_message(hit: str, limits: Limits, where: str) -> tuple[str, str]:
+    """The outcome of a limit met and its message, naming the limit (where: sandbox or container)."""
     return {
-        "memory": ("out-of-memory", f"over the sandbox's memory limit of {limits.memory_bytes / gib:g} GiB; killed"),
-        "pids": ("process-limit", f"tried to run more than the sandbox's {limits.processes} processes and threads"),
-        "file": (
-            "file-too-large",
-            f"wrote a file over the sandbox's file size limit of {limits.file_bytes / gib:g} GiB",
-        ),
-        "disk": ("disk-full", f"filled its folder's limit of {limits.disk_bytes / gib:g} GiB"),
+        "memory": ("out-of-memory", f"over the {where}'s memory limit of {_size(limits.memory_bytes)}; killed"),
+        "pids": ("process-limit", f"tried to run more than the {where}'s {limits.processes} processes and threads"),
+        "file": ("file-too-large", f"wrote a file over the {where}'s file size limit of {_size(limits.file_bytes)}"),
+        "disk": ("disk-full", f"filled its folder's limit of {_size(limits.disk_bytes)}"),
     }[hit]
 
 
@@ -261,7 +262,7 @@ def _file_limit_hit(stage, log: Path, limits: Limits) -> str | None:
         for entry in entries:
             if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_size >= limits.file_bytes:
                 return "file"
-    if getattr(stage, "kind", "") == "bwrap" and os.statvfs(stage.folder).f_bavail == 0:
+    if stage.kind != "none" and os.statvfs(stage.folder).f_bavail == 0:
         return "disk"
     return None
 
@@ -270,7 +271,7 @@ def train_outcome(watch: Watch, returncode: int, stage, log: Path, limits: Limit
     """The train stage's outcome and its one-line message."""
     hit = stage.limit_hit() or _file_limit_hit(stage, log, limits)
     if hit:
-        return limit_message(hit, limits)
+        return limit_message(hit, limits, "container" if stage.kind == "container" else "sandbox")
     if watch.ended_by == "startup":
         return "crashed", "its process never finished the harness's start-up within the start-up limit; killed"
     if watch.ended_by == "deadline":
@@ -345,15 +346,16 @@ def _stage(kind: str, folder: Path, limits: Limits, container: ContainerSpec | N
 
 
 def _launch(stage, stage_name: str, log: Path, threads: int):
+    threads_env = {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    if stage.kind == "container":  # the image's own PATH and HOME
+        return stage.launch(["challenge", "child", stage_name, str(stage.folder)], log, threads_env)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
-    env |= {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-    for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "CUDA_VISIBLE_DEVICES"):  # the machine's, kept
-        if name in os.environ:
-            env[name] = os.environ[name]
-    if getattr(stage, "kind", "") == "container":
-        return stage.launch(["challenge", "child", stage_name, str(stage.folder)], log, env)
+    env |= threads_env | {name: os.environ[name] for name in MACHINE_VARIABLES if name in os.environ}
     inside = INSIDE_WORK if stage.kind == "bwrap" else stage.folder
     return stage.launch([sys.executable, "-I", "-m", "haet.challenge.child", stage_name, str(inside)], log, env)
+
+
+MACHINE_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "CUDA_VISIBLE_DEVICES")  # this machine's, kept
 
 
 def _prepare(folder: Path, resolved: Resolved, job: dict, inside: Path) -> None:
@@ -488,7 +490,7 @@ def _predict_stage(work, kind, resolved, job, subset, limits, container, predict
         hit = stage.limit_hit() or _file_limit_hit(stage, log, limits)
         failed = None
         if hit:
-            failed = "predict " + limit_message(hit, limits)[1]
+            failed = "predict " + limit_message(hit, limits, "container" if stage.kind == "container" else "sandbox")[1]
         elif stopped or returncode != 0:
             failed = stopped or _error_line(folder) or f"predict exited with code {returncode}"
             failed = failed if failed.startswith("submission") else f"submission {job['submission']}: {failed}"

@@ -142,13 +142,18 @@ def leaderboard(groups: dict[str, list[str]], searches: list[str], axes: plt.Axe
     scored = []
     for label, paths in groups.items():
         counted, _ = counted_runs(label, [(path, read_run_record(path)) for path in paths])
-        scored.append((label, [100 * record["metrics"]["val_acc_final"] for _, record in counted]))
+        unsandboxed = any(record["submission"].get("sandbox", "none") == "none" for _, record in counted)
+        scored.append((label, [100 * record["metrics"]["val_acc_final"] for _, record in counted], unsandboxed))
     scored.sort(key=lambda entry: -statistics.fmean(entry[1]))
-    for position, (_, values) in enumerate(scored):
+    for position, (_, values, unsandboxed) in enumerate(scored):
         axes.scatter(values, [position] * len(values), color="#8C8C8C", s=14, label="a run" if position == 0 else None)
         axes.errorbar(statistics.fmean(values), position, xerr=ci95_half_width(values) or 0.0, fmt="o",
-                      color="#4C72B0", capsize=3, label="mean, 95% interval" if position == 0 else None)  # fmt: skip
-    axes.set_yticks(range(len(scored)), [f"{label}\nn={len(values)}" for label, values in scored])
+                      color="#C44E52" if unsandboxed else "#4C72B0", capsize=3,
+                      label="mean, 95% interval" if position == 0 else None)  # fmt: skip
+    names = [f"{label}\nn={len(values)}" + ("\nUNSANDBOXED" if bad else "") for label, values, bad in scored]
+    axes.set_yticks(range(len(scored)), names)
+    for tick, (_, _, unsandboxed) in zip(axes.get_yticklabels(), scored, strict=True):
+        tick.set_color("#C44E52" if unsandboxed else "black")
     axes.invert_yaxis()
     axes.set_xlabel("test accuracy (%) of the last model handed in before the deadline")
     axes.set_title("Leaderboard: one budget, one machine")

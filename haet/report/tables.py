@@ -109,6 +109,7 @@ LEADERBOARD_COLUMNS = [
     "hardware",
     "budget_s",
     "budget_mode",
+    "sandbox",
     "dataset",
     "image",
 ]
@@ -179,7 +180,8 @@ def budget_mode_of(record: dict) -> str:
     """How a run's budget was counted: its mode, and the clock where it was the process's CPU time (records made
     before the field counted the wall clock)."""
     budget = record["budget"]
-    return budget["mode"] + (" (process CPU s)" if budget.get("clock") == "process" else "")
+    clock = {"process": " (process CPU s)", "cpu": " (sandbox CPU s)"}.get(budget.get("clock"), "")
+    return budget["mode"] + clock
 
 
 def code_version(record: dict) -> str:
@@ -401,7 +403,8 @@ def leaderboard_row(label: str, records: list[tuple[str, dict]]) -> dict:
         "macs": first["model"]["macs"],
         "hardware": "; ".join(sorted({hardware_of(record) for _, record in counted})),
         "budget_s": first["budget"]["seconds"],
-        "budget_mode": f"competition (hard kill, grace {first['submission']['grace_s']:g} s)",
+        "budget_mode": f"{budget_mode_of(first)}, hard kill after a {first['submission']['grace_s']:g}-s grace",
+        "sandbox": "; ".join(sorted({sandbox_of(record) for _, record in counted})),
         "dataset": (
             f"{first['subset']['dataset']} ({first['subset']['train_count']} train, "
             f"{first['subset']['validation_count']} test)"
@@ -411,6 +414,15 @@ def leaderboard_row(label: str, records: list[tuple[str, dict]]) -> dict:
         "excluded": excluded,
         "finals": finals,
     }
+
+
+def sandbox_of(record: dict) -> str:
+    """Where a submission ran; records made before the sandbox ran with the harness's rights."""
+    sandbox = record["submission"].get("sandbox", "none")
+    return UNSANDBOXED if sandbox == "none" else sandbox
+
+
+UNSANDBOXED = "UNSANDBOXED (the harness's rights)"
 
 
 def leaderboard_rows(groups: dict[str, list[tuple[str, dict]]]) -> list[dict]:
@@ -564,9 +576,10 @@ def render_csv(table: dict) -> str:
 
 
 LEADERBOARD_NOTE = (
-    "Each entry trained in a process of its own until the deadline (a hard kill after the grace), and the harness "
-    "scored the last model it handed in on test images it never saw: acc final is that score (no choice of epoch "
-    "on test images). - leader is the difference from the first row in points, with its 95% interval and Welch's "
+    "Each entry trained in a sandbox of its own until its budget on the clock named in budget mode was spent (sandbox "
+    "CPU s: the CPU seconds of all its processes, which a busy machine does not shorten), and the harness scored the "
+    "model in place then on test images it never saw: acc final is that score (no choice of epoch on test images). "
+    "- leader is the difference from the first row in points, with its 95% interval and Welch's "
     "two-sided p. A row compares only with rows of the same hardware and budget."
 )
 
@@ -632,6 +645,12 @@ def table_notes(
     notes += fidelity_notes(rows) if kind == "fidelity" else []
     if kind == "leaderboard" and len({row["hardware"] for row in rows}) > 1:
         notes.append("Rows ran on different hardware: under a time budget they are not comparable.")
+    if kind == "leaderboard" and len({row["budget_mode"] for row in rows}) > 1:
+        notes.append("Rows ran under different clocks: they are not comparable.")
+    unsandboxed = [row["label"] for row in rows if UNSANDBOXED in row["sandbox"]]
+    if kind == "leaderboard" and unsandboxed:
+        notes.append(f"WARNING: {', '.join(unsandboxed)} ran unsandboxed, with the harness's rights: such an entry "
+                     "could have read the answers or changed its own score; its row proves nothing.")  # fmt: skip
     left_out = [f"{item['path']} ({item['reason']})" for row in rows for item in row["excluded"]]
     if left_out:
         notes.append("Not counted in n, means or ranks: " + ", ".join(left_out) + ".")

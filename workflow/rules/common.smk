@@ -485,13 +485,15 @@ LEADERBOARD_THREADS = (LEADERBOARD or {}).get("threads") or 1
 # engine docker: a leaderboard job runs here and starts the submission's train and predict processes each in a
 # container of the image with its work folder alone mounted, under the challenge's envelope (leaderboard.memory,
 # .cpus), not the study's container limits
-def leaderboard_container_args():
-    if CONTAINER["engine"] != "docker":
-        return ""
-    words = ["--image", CONTAINER["image"], "--gpus", CONTAINER["gpus"]]
-    words += ["--socket", CONTAINER["socket"]] if CONTAINER.get("socket") else []
+def leaderboard_run_args():
+    """A leaderboard run's envelope and clock: its sandbox's (natively) or its containers' (engine docker)."""
+    words = ["--clock", LEADERBOARD.get("clock", "auto")]
     words += ["--memory", LEADERBOARD.get("memory", "12g")] if LEADERBOARD.get("memory", "12g") else []
-    words += ["--cpus", str(LEADERBOARD["cpus"])] if LEADERBOARD.get("cpus") else []
+    words += ["--unsandboxed"] if LEADERBOARD.get("unsandboxed") else []
+    if CONTAINER["engine"] == "docker":
+        words += ["--image", CONTAINER["image"], "--gpus", CONTAINER["gpus"]]
+        words += ["--socket", CONTAINER["socket"]] if CONTAINER.get("socket") else []
+        words += ["--cpus", str(LEADERBOARD["cpus"])] if LEADERBOARD.get("cpus") else []
     return shlex.join(words)
 
 

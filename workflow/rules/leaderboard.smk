@@ -19,16 +19,17 @@ rule leaderboard_subset:
         "{params.haet} data subset --config {params.config:q} --run {wildcards.run:q} --out {output:q} > {log:q} 2>&1"
 
 
-# One run of one entry, here (`haet`, not the image's: with engine docker it puts the submission's processes in
-# containers of the image itself, so that they see their training data alone). A crash, a timeout, no model or a wrong predict is the run's outcome, in its record: the
-# study goes on. A submission whose train or predict is missing stops this rule with one line.
+# One run of one entry, here (`haet`, not the image's): natively it puts the submission's processes in a sandbox
+# (bubblewrap's namespaces and a cgroup), with engine docker in containers of the image, so that they see their
+# training data alone. A crash, a timeout, no model, a limit met or a wrong predict is the run's outcome, in its
+# record: the study goes on. A submission whose train or predict is missing stops this rule with one line.
 rule leaderboard_run:
     input:
         manifest=f"{OUT}/leaderboard/subsets/run{{run}}.json",
     output:
         LEADERBOARD_RUN,
     params:
-        container=lambda wildcards: leaderboard_container_args(),
+        run_args=lambda wildcards: leaderboard_run_args(),
         submission=lambda wildcards: LEADERBOARD["submissions"][wildcards.entry],
         budget_s=lambda wildcards: LEADERBOARD["budget_s"],
         grace_s=lambda wildcards: LEADERBOARD.get("grace_s", 5),
@@ -42,6 +43,6 @@ rule leaderboard_run:
     benchmark:
         f"{OUT}/benchmarks/leaderboard/{{entry}}-run{{run}}.tsv"
     shell:
-        "haet challenge run {params.container} --submission {params.submission:q} --name {wildcards.entry:q} "
+        "haet challenge run {params.run_args} --submission {params.submission:q} --name {wildcards.entry:q} "
         "--manifest {input.manifest:q} --out {output:q} --budget-s {params.budget_s} --grace-s {params.grace_s} "
         "--device {params.device:q} --threads {params.threads} > {log:q} 2>&1"
