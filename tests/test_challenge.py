@@ -244,7 +244,9 @@ def test_on_a_busy_machine_the_references_get_the_same_compute_and_the_winners_m
         return record
 
     quiet = score("haet-winner", 30, "quiet")
-    busy_processes = [subprocess.Popen(["yes"], stdout=subprocess.DEVNULL) for _ in range(2 * os.cpu_count())]
+    # each busy process a session of its own, so that the kernel's autogroups do not pool them into one share
+    busy_processes = [subprocess.Popen(["yes"], stdout=subprocess.DEVNULL, start_new_session=True)
+                      for _ in range(2 * os.cpu_count())]  # fmt: skip
     try:
         busy = score("haet-winner", 30, "busy")
         paper = score("haet-paper", 30, "paper")
@@ -252,7 +254,7 @@ def test_on_a_busy_machine_the_references_get_the_same_compute_and_the_winners_m
         for process in busy_processes:
             process.kill()
             process.wait()
-    assert busy["submission"]["train_wall_s"] > 1.5 * quiet["submission"]["train_wall_s"]  # the load was real
+    assert busy["submission"]["train_wall_s"] > 1.3 * quiet["submission"]["train_wall_s"]  # the load was real
     for record in (quiet, busy):
         assert record["submission"]["outcome"] in ("finished", "killed-at-deadline"), record["submission"]["message"]
         assert record["metrics"]["val_acc_final"] > 0.5  # chance: 0.1

@@ -153,12 +153,25 @@ def test_a_submission_cannot_reach_a_server_on_the_machines_loopback(subset, tmp
     assert torch.load(tmp_path / "work" / "kept" / "model.pt")["connected"] is False and accepted == []
 
 
-def test_an_unsandboxed_run_says_so_and_refuses_the_cpu_clock(subset, tmp_path):
-    path = hostile(tmp_path, "patches_harness", MARKER=tmp_path / "marker")
+def test_an_unsandboxed_run_says_so_in_its_record_and_in_red_on_the_leaderboard(manifest_file, subset, tmp_path):
     from haet import HaetError
+    from haet.report.tables import make_table
 
+    path = hostile(tmp_path, "patches_harness", MARKER=tmp_path / "marker")
     with pytest.raises(HaetError, match="the CPU clock needs the sandbox's cgroup"):
         run(path, subset, tmp_path / "work", sandbox="none")
-    record = run(path, subset, tmp_path / "work", sandbox="none", clock="wall")
-    assert record["submission"]["sandbox"] == "none" and record["budget"]["clock"] == "wall"
-    assert np.isclose(record["metrics"]["val_acc_final"], 0.1)
+    common = ["--manifest", str(manifest_file), "--budget-s", "2", "--grace-s", "1", "--clock", "wall"]
+    assert main(["challenge", "run", "--submission", str(path), "--unsandboxed", "--name", "loose", "--out",
+                 str(tmp_path / "loose.json"), *common]) == 0  # fmt: skip
+    assert (tmp_path / "marker").exists()  # with the harness's rights, its import left its mark: nothing held it
+    assert main(["challenge", "run", "--submission", str(path), "--name", "boxed", "--out",
+                 str(tmp_path / "boxed.json"), *common]) == 0  # fmt: skip
+    loose = read_run_record(tmp_path / "loose.json")
+    assert loose["submission"]["sandbox"] == "none" and loose["budget"]["clock"] == "wall"
+    table = make_table("leaderboard", {"loose": [str(tmp_path / "loose.json")],
+                                       "boxed": [str(tmp_path / "boxed.json")]}, tmp_path / "board")  # fmt: skip
+    sandboxes = {row["label"]: row["sandbox"] for row in table["rows"]}
+    assert sandboxes == {"loose": "UNSANDBOXED (the harness's rights)", "boxed": "bwrap"}
+    assert any(note.startswith("WARNING: loose ran unsandboxed") for note in table["notes"])
+    assert main(["report", "audit", str(tmp_path / "board.json")]) == 0
+    assert np.isclose(loose["metrics"]["val_acc_final"], 0.1)

@@ -29,7 +29,7 @@ def test_the_default_study_plans_every_training_it_runs():
     # leaderboard entries 3 times each
     assert counts == {"screening": 15, "nas": 16, "augment": 18, "hpo": 4, "hpo_runs": 3, "final": 3, "reference": 2,
                       "leaderboard": 9}  # fmt: skip
-    assert rows["leaderboard"]["training_s"] == 20 + 5 + 5.0  # budget, grace, overhead
+    assert rows["leaderboard"]["training_s"] == 30 + 5 + 5.0  # budget, grace, overhead
     assert rows["screening"]["training_s"] == 11.0  # 6 s budget + 5 s overhead
     assert rows["screening"]["wall_s"] == 8 * 11.0  # 15 trainings two at a time
     assert rows["nas"]["wall_s"] == 8 * 11.0  # both searches side by side, 8 rounds of one training each

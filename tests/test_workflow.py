@@ -688,8 +688,8 @@ def test_engine_docker_prefixes_every_command_and_needs_an_image(tmp_path):
     commands = [line for line in output.splitlines() if line.startswith("Shell command:") and "None" not in line]
     prefix = "Shell command: haet container run --image localhost/haet:0.1.0 --gpus auto --socket unix:///run/e.sock --"
     # a leaderboard run launches here and puts the submission's processes in containers of the image, 12 GB each
-    board = "Shell command: haet challenge run --image localhost/haet:0.1.0 --gpus auto --socket unix:///run/e.sock "
-    board += "--memory 12g --submission "
+    board = "Shell command: haet challenge run --clock auto --memory 12g --image localhost/haet:0.1.0 --gpus auto "
+    board += "--socket unix:///run/e.sock --submission "
     assert commands and all(line.startswith(prefix) or line.startswith(board) for line in commands)
     assert sum(line.startswith(board) for line in commands) == 9
     del config["container"]["image"]

@@ -32,7 +32,7 @@ import numpy as np
 
 from haet import HaetError
 from haet.challenge import child
-from haet.challenge.sandbox import INSIDE_CPU_STAT, INSIDE_WORK, Limits, Sandbox
+from haet.challenge.sandbox import INSIDE_CPU_STAT, INSIDE_WORK, MAX_FILES, Limits, Sandbox
 from haet.challenge.submission import Resolved, SubmissionError, resolve
 from haet.containers import ContainerSpec
 from haet.data.subsets import Subset
@@ -43,8 +43,8 @@ OUTCOMES = ("finished", "killed-at-deadline", "wall-limit", "crashed", "out-of-m
 TAIL_LINES = 20
 TAIL_BYTES = 64 * 2**10
 POLL_S = 0.05
-MAX_MODEL_BYTES = 2 * 2**30
-KEPT_FILE_BYTES = 64 * 2**20  # the sandbox's small files kept beside the record's work folder, for a look
+MAX_MODEL_BYTES = 2**30
+KEPT_BYTES = 64 * 2**20  # the sandbox's small files kept beside the record's work folder, for a look: all together
 WALL_LIMIT_FACTOR = 10  # a CPU budget's wall-clock backstop: budget_s x this + 60 s, unless given
 
 
@@ -116,6 +116,23 @@ def _open_in(folder: Path, name: str) -> int | None:
     return fd
 
 
+def copy_hostile(folder: Path, name: str, target: Path, max_bytes: int) -> bool:
+    """folder/name copied to target in chunks if it is a regular file of at most max_bytes; else False."""
+    fd = _open_in(folder, name)
+    if fd is None:
+        return False
+    copied = 0
+    with os.fdopen(fd, "rb") as source, open(target, "wb") as output:
+        while chunk := source.read(2**20):
+            copied += len(chunk)
+            if copied > max_bytes:
+                break
+            output.write(chunk)
+    if copied > max_bytes:
+        target.unlink()
+    return copied <= max_bytes
+
+
 def read_hostile(folder: Path, name: str, max_bytes: int) -> bytes | None:
     """What a sandbox wrote to folder/name, if it is a regular file of at most max_bytes; else None."""
     fd = _open_in(folder, name)
@@ -180,9 +197,7 @@ def _take_model(stage, watch: Watch, seen: list, kept: Path) -> None:
             seen[0] = signature
             watch.hand_ins += 1
             watch.last_hand_in_s = watch.spent_s
-        data = read_hostile(stage.folder, child.HAND_IN, MAX_MODEL_BYTES) if signature is not None else None
-        if data is not None:
-            kept.write_bytes(data)
+        if signature is not None and copy_hostile(stage.folder, child.HAND_IN, kept, MAX_MODEL_BYTES):
             watch.model_taken = True
     finally:
         stage.thaw()
@@ -250,7 +265,7 @@ def limit_message(hit: str, limits: Limits, where: str) -> tuple[str, str]:
         "memory": ("out-of-memory", f"over the {where}'s memory limit of {_size(limits.memory_bytes)}; killed"),
         "pids": ("process-limit", f"tried to run more than the {where}'s {limits.processes} processes and threads"),
         "file": ("file-too-large", f"wrote a file over the {where}'s file size limit of {_size(limits.file_bytes)}"),
-        "disk": ("disk-full", f"filled its folder's limit of {_size(limits.disk_bytes)}"),
+        "disk": ("disk-full", f"filled its folder's limit of {_size(limits.disk_bytes)} or {MAX_FILES} files"),
     }[hit]
 
 
@@ -262,7 +277,7 @@ def _file_limit_hit(stage, log: Path, limits: Limits) -> str | None:
         for entry in entries:
             if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_size >= limits.file_bytes:
                 return "file"
-    if stage.kind != "none" and os.statvfs(stage.folder).f_bavail == 0:
+    if stage.kind != "none" and 0 in (os.statvfs(stage.folder).f_bavail, os.statvfs(stage.folder).f_favail):
         return "disk"
     return None
 
@@ -372,14 +387,17 @@ def _prepare(folder: Path, resolved: Resolved, job: dict, inside: Path) -> None:
 
 
 def _keep_files(folder: Path, into: Path, skip: tuple[str, ...]) -> None:
-    """The sandbox's top-level small regular files, copied out for a look (never read back by the harness)."""
+    """The sandbox's top-level regular files, copied out for a look while they fit in KEPT_BYTES (never read back
+    by the harness)."""
     into.mkdir(parents=True, exist_ok=True)
+    left = KEPT_BYTES
     with os.scandir(folder) as entries:
-        for entry in entries:
+        for entry in sorted(entries, key=lambda entry: entry.name):
             if entry.name not in skip and entry.is_file(follow_symlinks=False):
-                data = read_hostile(folder, entry.name, KEPT_FILE_BYTES)
+                data = read_hostile(folder, entry.name, left)
                 if data is not None:
                     (into / entry.name).write_bytes(data)
+                    left -= len(data)
 
 
 def run_submission(

@@ -33,6 +33,7 @@ SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group", "nsswitch.conf", "localtime", "hosts")
 KILL_WAIT_S = 10.0
 CPU_PERIOD_US = 100_000
+MAX_FILES = 65_536  # a stage folder's files and folders (its tmpfs's inodes)
 
 
 class SandboxError(HaetError):
@@ -273,8 +274,9 @@ def bwrap_command(work: Path, cpu_stat: Path, masked: list[Path], env: dict[str,
 
 def mount_tmpfs(path: Path, size_bytes: int) -> None:
     path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes},mode=0755,nosuid,nodev", "haet-work",
-                           str(path)], capture_output=True, text=True)  # fmt: skip
+    options = f"size={size_bytes},nr_inodes={MAX_FILES},mode=0755,nosuid,nodev"
+    command = ["mount", "-t", "tmpfs", "-o", options, "haet-work", str(path)]
+    done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         raise SandboxError(f"cannot mount the run's tmpfs on {path}: {done.stderr.strip()} (run as root)")
 

@@ -155,7 +155,7 @@ def leaderboard(groups: dict[str, list[str]], searches: list[str], axes: plt.Axe
     for tick, (_, _, unsandboxed) in zip(axes.get_yticklabels(), scored, strict=True):
         tick.set_color("#C44E52" if unsandboxed else "black")
     axes.invert_yaxis()
-    axes.set_xlabel("test accuracy (%) of the last model handed in before the deadline")
+    axes.set_xlabel("test accuracy (%) of the model in place when the budget was spent")
     axes.set_title("Leaderboard: one budget, one machine")
     axes.legend(fontsize=7, loc="best")
 

@@ -647,8 +647,8 @@ def table_notes(
         notes.append("Rows ran on different hardware: under a time budget they are not comparable.")
     if kind == "leaderboard" and len({row["budget_mode"] for row in rows}) > 1:
         notes.append("Rows ran under different clocks: they are not comparable.")
-    unsandboxed = [row["label"] for row in rows if UNSANDBOXED in row["sandbox"]]
-    if kind == "leaderboard" and unsandboxed:
+    unsandboxed = [row["label"] for row in rows if UNSANDBOXED in row["sandbox"]] if kind == "leaderboard" else []
+    if unsandboxed:
         notes.append(f"WARNING: {', '.join(unsandboxed)} ran unsandboxed, with the harness's rights: such an entry "
                      "could have read the answers or changed its own score; its row proves nothing.")  # fmt: skip
     left_out = [f"{item['path']} ({item['reason']})" for row in rows for item in row["excluded"]]
