@@ -179,10 +179,12 @@ def _without_timings(value):
 def test_every_record_of_the_study_names_one_image_digest(request, studies, engine):
     records = _run_records(studies["container"])
     assert len(records) >= 20  # screening, NAS evaluations, augment, HPO and final runs
-    # the leaderboard's submissions ran under the challenge's 12 GB, every other job without a limit
-    limits = {name: record["provenance"]["container"].pop("memory_limit") for name, record in records.items()}
-    assert {limit for name, limit in limits.items() if name.startswith("leaderboard/")} == {"12g"}
-    assert {limit for name, limit in limits.items() if not name.startswith("leaderboard/")} == {None}
+    # the leaderboard's submissions ran under the challenge's 12 GB and on their one thread's core, every other job
+    # without a limit
+    for key, board_limit in (("memory_limit", "12g"), ("cpu_limit", 1)):
+        limits = {name: record["provenance"]["container"].pop(key) for name, record in records.items()}
+        assert {limit for name, limit in limits.items() if name.startswith("leaderboard/")} == {board_limit}
+        assert {limit for name, limit in limits.items() if not name.startswith("leaderboard/")} == {None}
     containers = {json.dumps(record["provenance"]["container"], sort_keys=True) for record in records.values()}
     assert len(containers) == 1, containers
     container = json.loads(containers.pop())

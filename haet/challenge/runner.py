@@ -463,13 +463,24 @@ def run_submission(
     return body, ran_in
 
 
-def _train_stage(work, kind, resolved, job, subset, limits, container, grace_s, startup_s, wall_limit_s):
-    folder, log = work / "train", work / "train.log"
+def _open_stage(name: str, work: Path, kind: str, resolved: Resolved, job: dict, limits: Limits, container):
+    """A stage's sandbox (or container), its inputs in its folder: the job, the submission's files, and where the
+    submission's clock reads the stage's CPU seconds."""
+    folder = work / name
     stage = _stage(kind, folder, limits, container)
     try:
         inside = INSIDE_WORK if kind == "bwrap" else folder
-        cpu_stat = {"cpu_stat": str(INSIDE_CPU_STAT)} if kind == "bwrap" else stage_cpu_stat(stage)
-        _prepare(folder, resolved, job | cpu_stat, inside)
+        cpu_stat = str(INSIDE_CPU_STAT) if kind == "bwrap" else getattr(stage, "inside_cpu_stat", None)
+        _prepare(folder, resolved, job | ({"cpu_stat": cpu_stat} if cpu_stat else {}), inside)
+    except BaseException:
+        stage.close()
+        raise
+    return stage, folder, work / f"{name}.log"
+
+
+def _train_stage(work, kind, resolved, job, subset, limits, container, grace_s, startup_s, wall_limit_s):
+    stage, folder, log = _open_stage("train", work, kind, resolved, job, limits, container)
+    try:
         np.savez(folder / "train.npz", images=subset.train.images, labels=subset.train.labels)
         process = _launch(stage, "train", log, job["threads"])
         watch = supervise_train(stage, process, job["clock"], job["budget_s"], grace_s, startup_s, wall_limit_s,
@@ -485,18 +496,9 @@ def _train_stage(work, kind, resolved, job, subset, limits, container, grace_s, 
         stage.close()
 
 
-def stage_cpu_stat(stage) -> dict:
-    path = getattr(stage, "inside_cpu_stat", None)
-    return {"cpu_stat": path} if path else {}
-
-
 def _predict_stage(work, kind, resolved, job, subset, limits, container, predict_s):
-    folder, log = work / "predict", work / "predict.log"
-    stage = _stage(kind, folder, limits, container)
+    stage, folder, log = _open_stage("predict", work, kind, resolved, job, limits, container)
     try:
-        inside = INSIDE_WORK if kind == "bwrap" else folder
-        cpu_stat = {"cpu_stat": str(INSIDE_CPU_STAT)} if kind == "bwrap" else stage_cpu_stat(stage)
-        _prepare(folder, resolved, job | cpu_stat, inside)
         shutil.copyfile(work / "kept" / child.HAND_IN, folder / child.HAND_IN)
         np.savez(folder / "test.npz", images=subset.validation.images)  # written only now, and without labels
         started = time.monotonic()
